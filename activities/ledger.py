@@ -1,0 +1,81 @@
+"""Ledger activities: open a case, and certify it (certificate, tombstone, vault destroyed)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+
+from lethe.case import CertifyInput, OpenCaseInput
+from lethe.certificate import Certificate, issue
+from lethe.ledger import CaseRecord, CertificateRecord, Tombstone, VaultEntry
+from temporalio import activity
+
+logger = logging.getLogger(__name__)
+
+
+class LedgerActivities:
+    def __init__(self, ledger: Engine, certificate_key: bytes) -> None:
+        self._ledger = ledger
+        self._key = certificate_key
+
+    @activity.defn(name="ledger.open_case")
+    async def open_case(self, arg: OpenCaseInput) -> None:
+        await asyncio.to_thread(self._open_case, arg)
+
+    def _open_case(self, arg: OpenCaseInput) -> None:
+        with Session(self._ledger) as session:
+            case = session.get(CaseRecord, arg.subject_ref) or CaseRecord(
+                subject_ref=arg.subject_ref,
+                workflow_id=arg.workflow_id,
+                reason=arg.reason.value,
+                status="running",
+                requested_at=arg.requested_at,
+            )
+            if case.status != "running" and case.requested_at != arg.requested_at:
+                # A new case for a subject forgotten before: the record starts over.
+                case.requested_at, case.completed_at, case.status = arg.requested_at, None, "running"
+            session.add(case)
+            session.commit()
+
+    @activity.defn(name="ledger.certify")
+    async def certify(self, arg: CertifyInput) -> Certificate:
+        return await asyncio.to_thread(self._certify, arg)
+
+    def _certify(self, arg: CertifyInput) -> Certificate:
+        """Idempotent: a second run for the same workflow run returns the stored certificate."""
+        ref = arg.progress.subject_ref
+        with Session(self._ledger) as session:
+            stored = session.exec(select(CertificateRecord).where(CertificateRecord.run_id == arg.run_id)).first()
+            if stored is not None:
+                return Certificate.model_validate_json(stored.body)
+            certificate = issue(arg.progress, arg.workflow_id, arg.run_id, arg.completed_at, self._key)
+            session.add(
+                CertificateRecord(
+                    subject_ref=ref,
+                    workflow_id=arg.workflow_id,
+                    run_id=arg.run_id,
+                    issued_at=arg.completed_at,
+                    body=certificate.model_dump_json(),
+                )
+            )
+            case = session.get(CaseRecord, ref)
+            if case is not None:
+                case.status, case.completed_at = certificate.status, arg.completed_at
+                session.add(case)
+            if certificate.all_confirmed:
+                tombstone = session.get(Tombstone, ref) or Tombstone(subject_ref=ref, erased_at=arg.completed_at)
+                tombstone.erased_at = arg.completed_at
+                session.add(tombstone)
+            # The case is over: the identifier goes, whatever the outcome. A rerun starts afresh.
+            vault = session.get(VaultEntry, ref)
+            if vault is not None:
+                session.delete(vault)
+            session.commit()
+        logger.info("certified case %s: %s", arg.workflow_id, certificate.status)
+        return certificate
+
+    def activities(self) -> list[object]:
+        return [self.open_case, self.certify]

@@ -1,0 +1,180 @@
+"""SCIM 2.0 connector: find, deactivate, delete and confirm one subject's accounts.
+
+Each activity makes exactly one HTTP request, so that a system's fleet-wide task-queue
+rate limit is also its request rate limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping
+
+import httpx
+from scim2_models import Context, ListResponse, PatchOp, PatchOperation, User
+from sqlalchemy import Engine
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.http_errors import raise_for_status, transport_error
+from lethe.case import AccountInSystem, FoundAccounts, StepResult, SubjectInSystem
+from lethe.ledger import lookup_identifier
+from lethe.settings import SystemConfig
+
+SCIM_JSON = "application/scim+json"
+logger = logging.getLogger(__name__)
+
+# How each match attribute is filtered (RFC 7644 §3.4.2.2) and compared (RFC 7643: userName
+# and email values are case-insensitive, externalId is case-exact).
+_FILTER_PATH = {"userName": "userName", "emails": "emails.value", "externalId": "externalId"}
+
+
+def scim_filter(match: str, identifier: str) -> str:
+    """`attr eq "value"` with the value as a JSON string (RFC 7644 §3.4.2.2), so a quote
+    or backslash in the identifier cannot end the string and widen the search."""
+    return f"{_FILTER_PATH[match]} eq {json.dumps(identifier, ensure_ascii=False)}"
+
+
+def carries_identifier(user: User, match: str, identifier: str) -> bool:
+    if match == "userName":
+        return (user.user_name or "").casefold() == identifier.casefold()
+    if match == "emails":
+        return any((email.value or "").casefold() == identifier.casefold() for email in user.emails or [])
+    return user.external_id == identifier
+
+
+def active_patch(active: bool) -> dict[str, object]:
+    patch = PatchOp[User](operations=[PatchOperation(op=PatchOperation.Op.replace_, path="active", value=active)])
+    return patch.model_dump(scim_ctx=Context.RESOURCE_PATCH_REQUEST)
+
+
+class ScimActivities:
+    """The SCIM activities of one worker process, with one HTTP client per system."""
+
+    def __init__(self, systems: Mapping[str, SystemConfig], ledger: Engine) -> None:
+        self._systems = dict(systems)
+        self._ledger = ledger
+        self._clients: dict[str, httpx.AsyncClient] = {}
+
+    def client(self, system: str) -> httpx.AsyncClient:
+        client = self._clients.get(system)
+        if client is None:
+            config = self._config(system)
+            token = config.read_token()
+            headers = {"Accept": SCIM_JSON}
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
+            client = httpx.AsyncClient(
+                base_url=config.base_url,
+                headers=headers,
+                timeout=config.timeout.total_seconds(),
+                limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+            )
+            self._clients[system] = client
+        return client
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+
+    def _config(self, system: str) -> SystemConfig:
+        try:
+            return self._systems[system]
+        except KeyError:
+            raise ApplicationError(
+                f"system {system!r} is not configured on this worker", type="Config", non_retryable=True
+            ) from None
+
+    async def _request(self, system: str, action: str, method: str, url: str, **kwargs: object) -> httpx.Response:
+        try:
+            return await self.client(system).request(method, url, **kwargs)  # type: ignore[arg-type]
+        except httpx.TransportError as exc:
+            raise transport_error(exc, system, action) from None
+
+    @activity.defn(name="scim.find")
+    async def find(self, arg: SubjectInSystem) -> FoundAccounts:
+        """The ids of the accounts carrying the subject's identifier; [] when there are none."""
+        config = self._config(arg.system)
+        identifier = await asyncio.to_thread(lookup_identifier, self._ledger, arg.subject_ref)
+        if identifier is None:
+            raise ApplicationError(
+                f"find in {arg.system}: no identifier in the vault for this subject (already certified?)",
+                type="VaultEmpty",
+                non_retryable=True,
+            )
+        params = {"filter": scim_filter(config.match, identifier), "count": "50"}
+        response = await self._request(arg.system, "find", "GET", "/Users", params=params)
+        raise_for_status(response, arg.system, "find")
+        listing = ListResponse[User].model_validate(response.json(), scim_ctx=Context.SEARCH_RESPONSE)
+        candidates = listing.resources or []
+        exact = [user.id for user in candidates if carries_identifier(user, config.match, identifier) and user.id]
+        strays = len(candidates) - len(exact)
+        if strays or len(exact) > 1 or (listing.total_results or 0) > len(candidates):
+            # Never write on a doubtful match: a filter the server ignored can return everyone.
+            raise ApplicationError(
+                f"find in {arg.system}: ambiguous match, {listing.total_results or len(candidates)} candidate "
+                f"account(s) of which {len(exact)} carry the identifier exactly; nothing was changed",
+                type="Ambiguous",
+                non_retryable=True,
+            )
+        return FoundAccounts(account_ids=exact, http_status=response.status_code)
+
+    @activity.defn(name="scim.deactivate")
+    async def deactivate(self, arg: AccountInSystem) -> StepResult:
+        return await self._set_active(arg, False, "deactivate")
+
+    @activity.defn(name="scim.reactivate")
+    async def reactivate(self, arg: AccountInSystem) -> StepResult:
+        return await self._set_active(arg, True, "reactivate")
+
+    async def _set_active(self, arg: AccountInSystem, active: bool, action: str) -> StepResult:
+        response = await self._request(
+            arg.system,
+            action,
+            "PATCH",
+            f"/Users/{arg.account_id}",
+            json=active_patch(active),
+            headers={"Content-Type": SCIM_JSON},
+        )
+        if response.status_code == 404:
+            return _step("already-gone", response)
+        raise_for_status(response, arg.system, action)
+        return _step("done", response)
+
+    @activity.defn(name="scim.delete")
+    async def delete(self, arg: AccountInSystem) -> StepResult:
+        response = await self._request(arg.system, "delete", "DELETE", f"/Users/{arg.account_id}")
+        if response.status_code == 404:
+            return _step("already-gone", response)
+        raise_for_status(response, arg.system, "delete")
+        return _step("done", response)
+
+    @activity.defn(name="scim.confirm_gone")
+    async def confirm_gone(self, arg: AccountInSystem) -> StepResult:
+        """Succeeds when GET by id is 404; fails (and is retried on the poll interval) otherwise."""
+        response = await self._request(arg.system, "confirm", "GET", f"/Users/{arg.account_id}")
+        if response.status_code == 404:
+            return _step("gone", response)
+        raise_for_status(response, arg.system, "confirm")
+        raise ApplicationError(f"confirm in {arg.system}: account still present; polling", type="StillPresent")
+
+    @activity.defn(name="scim.confirm_inactive")
+    async def confirm_inactive(self, arg: AccountInSystem) -> StepResult:
+        """For deactivate-only systems: succeeds when the account reads active=false (or is gone)."""
+        response = await self._request(arg.system, "confirm", "GET", f"/Users/{arg.account_id}")
+        if response.status_code == 404:
+            return _step("gone", response)
+        raise_for_status(response, arg.system, "confirm")
+        user = User.model_validate(response.json(), scim_ctx=Context.RESOURCE_QUERY_RESPONSE)
+        if user.active is False:
+            return _step("inactive", response)
+        raise ApplicationError(f"confirm in {arg.system}: account still active; polling", type="StillActive")
+
+    def activities(self) -> list[object]:
+        return [self.find, self.deactivate, self.reactivate, self.delete, self.confirm_gone, self.confirm_inactive]
+
+
+def _step(outcome: str, response: httpx.Response) -> StepResult:
+    return StepResult(outcome=outcome, http_status=response.status_code, attempts=activity.info().attempt)

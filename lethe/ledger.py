@@ -1,0 +1,123 @@
+"""The ledger: Lethe's own database of cases, evidence, certificates, tombstones and the vault.
+
+The vault is the one place a person's identifier is kept while their case runs; it is
+destroyed when the case is certified or aborted. Every other table holds only the
+subject_ref and opaque account ids.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import lru_cache
+
+from sqlalchemy import Engine, event
+from sqlmodel import Field, Session, SQLModel, create_engine, select
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class VaultEntry(SQLModel, table=True):
+    __tablename__ = "vault"
+
+    subject_ref: str = Field(primary_key=True, max_length=64)
+    identifier: str
+    stored_at: datetime = Field(default_factory=utcnow)
+
+
+class CaseRecord(SQLModel, table=True):
+    __tablename__ = "cases"
+
+    subject_ref: str = Field(primary_key=True, max_length=64)
+    workflow_id: str
+    reason: str
+    status: str
+    requested_at: datetime
+    completed_at: datetime | None = None
+
+
+class CertificateRecord(SQLModel, table=True):
+    __tablename__ = "certificates"
+
+    id: int | None = Field(default=None, primary_key=True)
+    subject_ref: str = Field(index=True, max_length=64)
+    workflow_id: str
+    run_id: str = Field(unique=True)
+    issued_at: datetime
+    body: str  # the signed certificate, canonical JSON
+
+
+class Tombstone(SQLModel, table=True):
+    __tablename__ = "tombstones"
+
+    subject_ref: str = Field(primary_key=True, max_length=64)
+    erased_at: datetime
+    reappearances: int = 0
+    last_reappeared_at: datetime | None = None
+
+
+@lru_cache(maxsize=8)
+def engine_for(url: str) -> Engine:
+    """One engine per ledger URL per process, with the tables created."""
+    engine = create_engine(url, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    SQLModel.metadata.create_all(engine)
+    return engine
+
+
+def _sqlite_pragmas(connection, _record) -> None:  # type: ignore[no-untyped-def]
+    # The CLI and the worker share the file: WAL and a busy timeout keep them out of each other's way.
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def store_identifier(engine: Engine, ref: str, identifier: str) -> None:
+    with Session(engine) as session:
+        entry = session.get(VaultEntry, ref) or VaultEntry(subject_ref=ref, identifier=identifier)
+        entry.identifier = identifier
+        session.add(entry)
+        session.commit()
+
+
+def lookup_identifier(engine: Engine, ref: str) -> str | None:
+    with Session(engine) as session:
+        entry = session.get(VaultEntry, ref)
+        return entry.identifier if entry else None
+
+
+def destroy_identifier(engine: Engine, ref: str) -> bool:
+    with Session(engine) as session:
+        entry = session.get(VaultEntry, ref)
+        if entry is None:
+            return False
+        session.delete(entry)
+        session.commit()
+        return True
+
+
+def latest_certificate(engine: Engine, ref: str) -> CertificateRecord | None:
+    with Session(engine) as session:
+        query = (
+            select(CertificateRecord)
+            .where(CertificateRecord.subject_ref == ref)
+            .order_by(CertificateRecord.issued_at.desc())  # type: ignore[attr-defined]
+        )
+        return session.exec(query).first()
+
+
+def note_reappearance(engine: Engine, ref: str) -> Tombstone | None:
+    """Count a new event or account for an already forgotten subject; None if never forgotten."""
+    with Session(engine) as session:
+        tombstone = session.get(Tombstone, ref)
+        if tombstone is None:
+            return None
+        tombstone.reappearances += 1
+        tombstone.last_reappeared_at = utcnow()
+        session.add(tombstone)
+        session.commit()
+        session.refresh(tombstone)
+        return tombstone

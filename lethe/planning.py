@@ -1,0 +1,43 @@
+"""From settings to what a workflow is told: the systems of a case, without URLs or secrets."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from lethe.case import ForgetInput, Reason, SystemPlan
+from lethe.settings import Settings, SystemConfig
+
+
+def system_task_queue(settings: Settings, system: SystemConfig) -> str:
+    """Each system has its own task queue, so its rate limit can be enforced fleet-wide."""
+    return f"{settings.temporal.task_queue}.{system.name}"
+
+
+def system_plans(settings: Settings) -> list[SystemPlan]:
+    return [
+        SystemPlan(
+            name=system.name,
+            kind=system.kind,
+            on_leave=system.on_leave,
+            task_queue=system_task_queue(settings, system),
+            confirm_every_seconds=system.confirm.every.total_seconds(),
+            confirm_within_seconds=system.confirm.within.total_seconds(),
+        )
+        for system in settings.systems
+    ]
+
+
+def default_grace(settings: Settings, reason: Reason) -> timedelta:
+    return settings.grace.leaver if reason is Reason.LEAVER else settings.grace.erasure_request
+
+
+def forget_input(
+    settings: Settings, ref: str, reason: Reason, requested_at: datetime, grace: timedelta | None = None
+) -> ForgetInput:
+    return ForgetInput(
+        subject_ref=ref,
+        reason=reason,
+        requested_at=requested_at,
+        grace_seconds=(grace if grace is not None else default_grace(settings, reason)).total_seconds(),
+        systems=system_plans(settings),
+    )

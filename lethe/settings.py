@@ -1,0 +1,223 @@
+"""Lethe's configuration: lethe.toml (or $LETHE_CONFIG), overridden by LETHE_* variables.
+
+Secrets never live in the file itself: a system names the environment variable or file
+its bearer token comes from, and the worker reads it there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from contextvars import ContextVar
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from lethe.durations import parse_duration
+
+DEFAULT_CONFIG_FILE = "lethe.toml"
+_config_file: ContextVar[Path | None] = ContextVar("lethe_config_file", default=None)
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class ConfigError(Exception):
+    """Invalid configuration; the message is one line naming the field and the problem."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class TemporalSettings(_Section):
+    address: str = "127.0.0.1:7233"
+    namespace: str = "default"
+    task_queue: str = Field(default="lethe", pattern=r"^[A-Za-z0-9._-]+$")
+    ui_url: str = "http://127.0.0.1:8233"
+
+    def workflow_link(self, workflow_id: str) -> str:
+        return f"{self.ui_url.rstrip('/')}/namespaces/{self.namespace}/workflows/{workflow_id}"
+
+
+class LedgerSettings(_Section):
+    url: str = "sqlite:///lethe.db"
+
+
+class ConfirmPolicy(_Section):
+    every: Duration = timedelta(seconds=10)
+    within: Duration = timedelta(days=7)
+
+    @model_validator(mode="after")
+    def _positive(self) -> ConfirmPolicy:
+        if self.every <= timedelta(0) or self.within <= timedelta(0):
+            raise ValueError("confirm.every and confirm.within must be positive")
+        return self
+
+
+class SystemConfig(_Section):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$", description="unique, [a-z0-9-]")
+    kind: Literal["scim"]
+    url: str = Field(pattern=r"^https?://[^\s]+$", description="SCIM base URL")
+    token_env: str | None = None
+    token_file: Path | None = None
+    match: Literal["userName", "emails", "externalId"] = "userName"
+    on_leave: Literal["delete", "deactivate"] = "delete"
+    rate_limit: float = Field(default=50, gt=0, description="requests per second, fleet-wide")
+    timeout: Duration = timedelta(seconds=15)
+    confirm: ConfirmPolicy = ConfirmPolicy()
+
+    @property
+    def base_url(self) -> str:
+        return self.url.rstrip("/")
+
+    def read_token(self) -> str | None:
+        """The bearer token, from the environment or a file; None when the system needs none."""
+        if self.token_env:
+            token = os.environ.get(self.token_env)
+            if not token:
+                raise ConfigError(
+                    f"systems[{self.name}].token_env: environment variable {self.token_env} is not set"
+                )
+            return token
+        if self.token_file:
+            try:
+                return self.token_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"systems[{self.name}].token_file: cannot read {self.token_file}: {exc.strerror}"
+                ) from None
+        return None
+
+
+class GraceSettings(_Section):
+    """How long a deactivated account waits before deletion, per reason."""
+
+    leaver: Duration = timedelta(days=30)
+    erasure_request: Duration = Field(default=timedelta(0), alias="erasure-request")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LETHE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        populate_by_name=True,
+    )
+
+    temporal: TemporalSettings = TemporalSettings()
+    ledger: LedgerSettings = LedgerSettings()
+    grace: GraceSettings = GraceSettings()
+    systems: list[SystemConfig] = []
+    pepper: SecretStr | None = None
+    pepper_file: Path | None = None
+    certificate_key: SecretStr | None = None
+
+    @field_validator("systems")
+    @classmethod
+    def _unique_names(cls, systems: list[SystemConfig]) -> list[SystemConfig]:
+        seen: set[str] = set()
+        for system in systems:
+            if system.name in seen:
+                raise ValueError(f"system name {system.name!r} is used twice")
+            seen.add(system.name)
+        return systems
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = _config_file.get() or Path(os.environ.get("LETHE_CONFIG", DEFAULT_CONFIG_FILE))
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+
+    def system(self, name: str) -> SystemConfig:
+        for system in self.systems:
+            if system.name == name:
+                return system
+        raise KeyError(name)
+
+    def pepper_bytes(self) -> bytes:
+        if self.pepper is not None:
+            value = self.pepper.get_secret_value()
+        elif self.pepper_file is not None:
+            try:
+                value = self.pepper_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"pepper_file: cannot read {self.pepper_file}: {exc.strerror}") from None
+        else:
+            raise ConfigError("pepper: not set; set LETHE_PEPPER or pepper_file (a long random secret)")
+        if len(value) < 16:
+            raise ConfigError("pepper: too short; use at least 16 characters of random secret")
+        return value.encode()
+
+    def certificate_key_bytes(self) -> bytes:
+        """The certificate signing key; derived from the pepper when not set on its own."""
+        if self.certificate_key is not None:
+            return self.certificate_key.get_secret_value().encode()
+        return hmac.new(self.pepper_bytes(), b"lethe certificate key", hashlib.sha256).digest()
+
+
+def _describe(error: dict[str, Any], data_systems: list[Any] | None) -> str:
+    location = list(error["loc"])
+    # Name a system by its name rather than its index: "systems[chat].match".
+    if len(location) >= 2 and location[0] == "systems" and isinstance(location[1], int):
+        name = None
+        if data_systems and location[1] < len(data_systems) and isinstance(data_systems[location[1]], dict):
+            name = data_systems[location[1]].get("name")
+        location[:2] = [f"systems[{name if name else location[1]}]"]
+    field = ".".join(str(part) for part in location) or "config"
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        message = "unknown field"
+    elif "input" in error and error["type"] not in ("missing",) and not isinstance(error["input"], (dict, list)):
+        message = f"{message} (got {error['input']!r})"
+    return f"{field}: {message}"
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
+    """Load and validate settings, raising ConfigError with a one-line message."""
+    path = Path(config_file) if config_file else None
+    if path is not None and not path.is_file():
+        raise ConfigError(f"config: file {path} does not exist")
+    token = _config_file.set(path)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(_describe(first, _raw_systems(path))) from None
+    except ValueError as exc:  # a TOML syntax error surfaces here
+        raise ConfigError(f"config: {exc}") from None
+    finally:
+        _config_file.reset(token)
+
+
+def _raw_systems(path: Path | None) -> list[Any] | None:
+    import tomllib
+
+    file = path or Path(os.environ.get("LETHE_CONFIG", DEFAULT_CONFIG_FILE))
+    try:
+        return tomllib.loads(file.read_text()).get("systems")
+    except (OSError, ValueError):
+        return None

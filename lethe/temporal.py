@@ -1,0 +1,37 @@
+"""Connecting to Temporal, and the search attributes operators filter cases by."""
+
+from __future__ import annotations
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
+from temporalio.client import Client
+from temporalio.common import SearchAttributeKey
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from lethe.settings import TemporalSettings
+
+STATUS = SearchAttributeKey.for_keyword("LetheStatus")
+SUBJECT_REF = SearchAttributeKey.for_keyword("LetheSubjectRef")
+SEARCH_ATTRIBUTES = (STATUS, SUBJECT_REF)
+
+
+async def connect(settings: TemporalSettings) -> Client:
+    return await Client.connect(
+        settings.address, namespace=settings.namespace, data_converter=pydantic_data_converter
+    )
+
+
+async def ensure_search_attributes(client: Client) -> None:
+    """Register Lethe's search attributes on the namespace where they are missing."""
+    existing = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=client.namespace)
+    )
+    missing = {
+        key.name: IndexedValueType.ValueType(int(key.indexed_value_type))
+        for key in SEARCH_ATTRIBUTES
+        if key.name not in existing.custom_attributes
+    }
+    if missing:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing)
+        )

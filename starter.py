@@ -1,0 +1,187 @@
+"""The Lethe CLI: start, watch and prove cases.
+
+    python starter.py forget IDENTIFIER --reason leaver [--grace 30d] [--wait]
+    python starter.py status ID            (ID: workflow id, subject ref or identifier)
+    python starter.py certificate ID [--format json|md] [--verify]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from datetime import UTC, datetime, timedelta
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.service import RPCError
+
+from lethe.case import FINAL_OK, CaseProgress, Reason
+from lethe.certificate import Certificate, to_markdown
+from lethe.durations import format_duration, parse_duration
+from lethe.ledger import engine_for, latest_certificate, note_reappearance, store_identifier
+from lethe.logs import configure_logging
+from lethe.planning import forget_input
+from lethe.settings import ConfigError, Settings, load_settings
+from lethe.subject import is_subject_ref, normalize_identifier, ref_from_workflow_id, subject_ref, workflow_id
+from lethe.temporal import STATUS, SUBJECT_REF, connect
+from workflows.forget import ForgetSubject
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class CliError(Exception):
+    """A problem the operator can fix; printed as one line, exit code 1."""
+
+
+def resolve_ref(settings: Settings, text: str) -> str:
+    """A workflow id, a subject ref, or an identifier (hashed here, never sent anywhere)."""
+    return ref_from_workflow_id(text) or (text if is_subject_ref(text) else subject_ref(settings.pepper_bytes(), text))
+
+
+def identifier_arg(text: str) -> str:
+    try:
+        normalize_identifier(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def duration_arg(text: str) -> timedelta:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+async def start_case(
+    client: Client, settings: Settings, identifier: str, reason: Reason, grace: timedelta | None
+) -> WorkflowHandle[ForgetSubject, Certificate]:
+    """Start the subject's case, or join the one already running (same workflow id)."""
+    ref = subject_ref(settings.pepper_bytes(), identifier)
+    ledger = engine_for(settings.ledger.url)
+    store_identifier(ledger, ref, identifier.strip())
+    tombstone = note_reappearance(ledger, ref)
+    if tombstone is not None:
+        print(
+            f"note: this subject was forgotten on {tombstone.erased_at:%Y-%m-%d}; "
+            f"re-appearance #{tombstone.reappearances}",
+            file=sys.stderr,
+        )
+    case = forget_input(settings, ref, reason, datetime.now(UTC), grace)
+    return await client.start_workflow(
+        ForgetSubject.run,
+        case,
+        id=workflow_id(ref),
+        task_queue=settings.temporal.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        search_attributes=TypedSearchAttributes(
+            [SearchAttributePair(SUBJECT_REF, ref), SearchAttributePair(STATUS, "running")]
+        ),
+        static_summary=f"Forget subject {ref[:12]}… ({reason.value}, {len(case.systems)} systems)",
+        static_details=(
+            f"Reason: {reason.value}\n\nGrace: {format_duration(parse_duration(case.grace_seconds))}\n\n"
+            f"Systems: {', '.join(plan.name for plan in case.systems)}"
+        ),
+    )
+
+
+def print_certificate_summary(certificate: Certificate) -> None:
+    print(f"certificate {certificate.certificate_id}: {certificate.status}")
+    for system in certificate.systems:
+        detail = f" ({system.error})" if system.error else ""
+        print(f"  {system.name:<16} {system.outcome}{detail}")
+
+
+def print_progress(progress: CaseProgress, wf_id: str, settings: Settings) -> None:
+    print(f"case {wf_id}: {progress.status.value} (reason {progress.reason.value}, requested {progress.requested_at:%Y-%m-%d %H:%M} UTC)")
+    if progress.grace_until:
+        print(f"  grace until {progress.grace_until:%Y-%m-%d %H:%M} UTC")
+    for system in progress.systems:
+        detail = f"  {system.error}" if system.error else ""
+        print(f"  {system.name:<16} {system.stage.value:<12} {len(system.accounts)} account(s){detail}")
+    print(f"  {settings.temporal.workflow_link(wf_id)}")
+
+
+async def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
+    client = await connect(settings.temporal)
+    handle = await start_case(client, settings, args.identifier, Reason(args.reason), args.grace)
+    print(handle.id)
+    print(f"watch: {settings.temporal.workflow_link(handle.id)}")
+    if not args.wait:
+        return EXIT_OK
+    certificate = await handle.result()
+    print_certificate_summary(certificate)
+    return EXIT_OK if certificate.all_confirmed else EXIT_FAILED
+
+
+async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    ref = resolve_ref(settings, args.id)
+    client = await connect(settings.temporal)
+    handle = client.get_workflow_handle_for(ForgetSubject.run, workflow_id(ref))
+    try:
+        progress = await handle.query(ForgetSubject.progress)
+    except RPCError as exc:
+        stored = latest_certificate(engine_for(settings.ledger.url), ref)
+        if stored is None:
+            raise CliError(f"no case for {workflow_id(ref)}: {exc.message}") from None
+        print_certificate_summary(Certificate.model_validate_json(stored.body))
+        return EXIT_OK
+    print_progress(progress, handle.id, settings)
+    return EXIT_OK
+
+
+async def cmd_certificate(args: argparse.Namespace, settings: Settings) -> int:
+    ref = resolve_ref(settings, args.id)
+    stored = latest_certificate(engine_for(settings.ledger.url), ref)
+    if stored is None:
+        raise CliError(f"no certificate for {workflow_id(ref)} yet (see `status`)")
+    certificate = Certificate.model_validate_json(stored.body)
+    if args.verify:
+        valid = certificate.verify(settings.certificate_key_bytes())
+        print(f"certificate {certificate.certificate_id}: signature {'valid' if valid else 'INVALID'}")
+        return EXIT_OK if valid else EXIT_FAILED
+    print(certificate.model_dump_json(indent=2) if args.format == "json" else to_markdown(certificate))
+    return EXIT_OK
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="lethe", description="Forget a person everywhere, and prove it.")
+    commands = root.add_subparsers(dest="command", required=True)
+
+    forget = commands.add_parser("forget", help="start (or join) the case of one person")
+    forget.add_argument("identifier", type=identifier_arg, help="the person's identifier (email, userName or externalId)")
+    forget.add_argument("--reason", required=True, choices=[reason.value for reason in Reason])
+    forget.add_argument("--grace", type=duration_arg, help="override the reason's grace period, e.g. 30d, 12h, 0")
+    forget.add_argument("--wait", action="store_true", help="wait for the certificate")
+    forget.set_defaults(handler=cmd_forget)
+
+    status = commands.add_parser("status", help="progress of one case")
+    status.add_argument("id", type=identifier_arg, help="workflow id, subject ref, or the person's identifier")
+    status.set_defaults(handler=cmd_status)
+
+    certificate = commands.add_parser("certificate", help="print or verify a case's certificate")
+    certificate.add_argument("id", type=identifier_arg, help="workflow id, subject ref, or the person's identifier")
+    certificate.add_argument("--format", choices=["json", "md"], default="md")
+    certificate.add_argument("--json", dest="format", action="store_const", const="json", help="same as --format json")
+    certificate.add_argument("--verify", action="store_true", help="check the signature")
+    certificate.set_defaults(handler=cmd_certificate)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    configure_logging()
+    try:
+        settings = load_settings()
+        return asyncio.run(args.handler(args, settings))
+    except ConfigError as exc:
+        print(f"lethe: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except CliError as exc:
+        print(f"lethe: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

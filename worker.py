@@ -1,0 +1,89 @@
+"""The Lethe worker: `python worker.py` runs the ForgetSubject workflow and every system's activities.
+
+Each connected system gets its own task queue with a fleet-wide rate limit
+(`max_task_queue_activities_per_second`), enforced by the Temporal server across all workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.ledger import LedgerActivities
+from activities.scim import ScimActivities
+from lethe.ledger import engine_for
+from lethe.logs import configure_logging
+from lethe.planning import system_task_queue
+from lethe.settings import ConfigError, Settings, load_settings
+from lethe.temporal import connect, ensure_search_attributes
+from workflows.forget import ForgetSubject
+
+SHUTDOWN_GRACE = timedelta(seconds=10)
+
+
+def build_workers(client: Client, settings: Settings) -> tuple[list[Worker], ScimActivities]:
+    """The main worker (workflows, ledger) and one activity worker per connected system."""
+    ledger = engine_for(settings.ledger.url)
+    for system in settings.systems:
+        system.read_token()  # a missing secret stops start-up, not the first case
+    scim = ScimActivities({system.name: system for system in settings.systems}, ledger)
+    workers = [
+        Worker(
+            client,
+            task_queue=settings.temporal.task_queue,
+            workflows=[ForgetSubject],
+            activities=LedgerActivities(ledger, settings.certificate_key_bytes()).activities(),
+            graceful_shutdown_timeout=SHUTDOWN_GRACE,
+        )
+    ]
+    for system in settings.systems:
+        workers.append(
+            Worker(
+                client,
+                task_queue=system_task_queue(settings, system),
+                activities=scim.activities(),
+                max_task_queue_activities_per_second=system.rate_limit,
+                graceful_shutdown_timeout=SHUTDOWN_GRACE,
+            )
+        )
+    return workers, scim
+
+
+async def run(settings: Settings) -> None:
+    client = await connect(settings.temporal)
+    await ensure_search_attributes(client)
+    workers, scim = build_workers(client, settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    runs = [asyncio.create_task(worker.run()) for worker in workers]
+    print(f"lethe worker: task queue {settings.temporal.task_queue!r}, {len(settings.systems)} system(s); Ctrl-C to stop", flush=True)
+    await stop.wait()
+    print("lethe worker: draining…", flush=True)
+    await asyncio.gather(*(worker.shutdown() for worker in workers))
+    await asyncio.gather(*runs, return_exceptions=True)
+    await scim.aclose()
+    print("lethe worker: stopped", flush=True)
+
+
+def main() -> None:
+    configure_logging()
+    try:
+        settings = load_settings()
+        settings.certificate_key_bytes()
+        for system in settings.systems:
+            system.read_token()
+    except ConfigError as exc:
+        print(f"lethe: config error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    main()
