@@ -22,6 +22,7 @@ from lethe.durations import format_duration, parse_duration
 from lethe.ledger import engine_for, latest_certificate, note_reappearance, store_identifier
 from lethe.logs import configure_logging
 from lethe.planning import forget_input
+from lethe.process import exit_now
 from lethe.settings import ConfigError, Settings, load_settings
 from lethe.subject import is_subject_ref, normalize_identifier, ref_from_workflow_id, subject_ref, workflow_id
 from lethe.temporal import STATUS, SUBJECT_REF, connect
@@ -183,5 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
 
 
+def cli() -> None:
+    exit_now(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()

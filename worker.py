@@ -19,6 +19,7 @@ from activities.scim import ScimActivities
 from lethe.ledger import engine_for
 from lethe.logs import configure_logging
 from lethe.planning import system_task_queue
+from lethe.process import exit_now
 from lethe.settings import ConfigError, Settings, load_settings
 from lethe.temporal import connect, ensure_search_attributes
 from workflows.forget import ForgetSubject
@@ -81,8 +82,9 @@ def main() -> None:
             system.read_token()
     except ConfigError as exc:
         print(f"lethe: config error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        exit_now(2)
     asyncio.run(run(settings))
+    exit_now(0)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,54 @@
+"""No personal data in Temporal: the full history of a finished case, read back from the
+server, holds none of the person's identifiers, and neither do the worker's logs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session, col, select
+from temporalio.client import Client
+
+from lethe.devstack import ScimServer
+from lethe.ledger import CaseRecord, CertificateRecord, Tombstone, VaultEntry, engine_for
+from tests.support import forget, make_settings, person, running_worker
+
+
+async def test_history_and_logs_hold_no_identifier(
+    client: Client, scim_servers: dict[str, ScimServer], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    target = person("privacy-Zoë")
+    for server in scim_servers.values():
+        server.seed([target])
+    settings = make_settings(tmp_path, client, scim_servers, match="userName")
+    caplog.set_level(logging.DEBUG)
+    async with running_worker(client, settings):
+        handle = await forget(client, settings, target.user_name)
+        certificate = await handle.result()
+    assert certificate.all_confirmed
+
+    secrets = [target.user_name, target.email, target.given_name, target.family_name, target.external_id]
+    history = await handle.fetch_history()
+    raw = b"".join(event.SerializeToString() for event in history.events)
+    as_json = history.to_json()
+    assert len(history.events) > 10  # a real history was read, not an empty one
+    for value in secrets + [settings.systems[0].read_token() or "token"]:
+        for form in {value, value.lower(), value.casefold()}:
+            assert form.encode() not in raw, f"{form!r} found in the event history"
+            assert form not in as_json
+            assert form not in caplog.text, f"{form!r} found in the logs"
+
+    description = await handle.describe()
+    assert target.user_name not in str(description.typed_search_attributes)
+    assert handle.id.startswith("forget-") and target.user_name not in handle.id
+
+    # The ledger keeps the subject_ref, never the identifiers.
+    with Session(engine_for(settings.ledger.url)) as session:
+        assert session.exec(select(VaultEntry)).all() == []
+        rows = [*session.exec(select(CaseRecord)), *session.exec(select(CertificateRecord)), *session.exec(select(Tombstone))]
+        dumped = " ".join(row.model_dump_json() for row in rows)
+        assert certificate.subject_ref in dumped
+        for value in secrets:
+            assert value.casefold() not in dumped.casefold()
+        assert session.exec(select(Tombstone).where(col(Tombstone.subject_ref) == certificate.subject_ref)).one()
