@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(PY) demo/run.py $(if $(ONCE),--once)
 
 dev-server: $(STAMP)
-	$(VENV)/bin/temporal server start-dev --ui-port 8233 --search-attribute LetheStatus=Keyword --search-attribute LetheSubjectRef=Keyword
+	$(VENV)/bin/temporal server start-dev --ui-port 8233 --search-attribute LetheStatus=Keyword --search-attribute LetheSubjectRef=Keyword --search-attribute LethePendingSystems=KeywordList --search-attribute LetheDeadline=Datetime
 
 worker: $(STAMP)
 	$(PY) worker.py

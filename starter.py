@@ -3,6 +3,11 @@
     python starter.py forget IDENTIFIER --reason leaver [--grace 30d] [--wait]
     python starter.py status ID            (ID: workflow id, subject ref or identifier)
     python starter.py certificate ID [--format json|md] [--verify]
+    python starter.py escalations
+    python starter.py resolve ID --system NAME --action retry|confirm|skip --note TEXT --operator NAME
+    python starter.py approve ID --operator NAME [--note TEXT]
+    python starter.py hold|release ID [--system NAME]      legal holds
+    python starter.py rehire ID                            end a case in its grace period
 """
 
 from __future__ import annotations
@@ -12,11 +17,18 @@ import asyncio
 import sys
 from datetime import UTC, datetime, timedelta
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
-from lethe.case import FINAL_OK, CaseProgress, Reason
+from lethe.case import DECISION_ACTIONS, Approval, CaseProgress, CaseStatus, Decision, Reason, Stage
 from lethe.certificate import Certificate, to_markdown
 from lethe.durations import format_duration, parse_duration
 from lethe.ledger import engine_for, latest_certificate, note_reappearance, store_identifier
@@ -25,10 +37,11 @@ from lethe.planning import forget_input
 from lethe.process import exit_now
 from lethe.settings import ConfigError, Settings, load_settings
 from lethe.subject import is_subject_ref, normalize_identifier, ref_from_workflow_id, subject_ref, workflow_id
-from lethe.temporal import STATUS, SUBJECT_REF, connect
+from lethe.temporal import DEADLINE, PENDING_SYSTEMS, STATUS, SUBJECT_REF, connect
 from workflows.forget import ForgetSubject
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ESCALATED = 0, 1, 2, 3
+WAIT_POLL_SECONDS = 1.0
 
 
 class CliError(Exception):
@@ -111,9 +124,86 @@ async def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
     print(f"watch: {settings.temporal.workflow_link(handle.id)}")
     if not args.wait:
         return EXIT_OK
-    certificate = await handle.result()
-    print_certificate_summary(certificate)
-    return EXIT_OK if certificate.all_confirmed else EXIT_FAILED
+    return await wait_for_outcome(handle, settings)
+
+
+async def wait_for_outcome(handle: WorkflowHandle[ForgetSubject, Certificate], settings: Settings) -> int:
+    """Until the case ends (0 completed, 1 cancelled/aborted/failed) or needs a person (3)."""
+    while True:
+        description = await handle.describe()
+        if description.status is not WorkflowExecutionStatus.RUNNING:
+            try:
+                certificate = await handle.result()
+            except WorkflowFailureError as exc:
+                print(f"case {handle.id} ended without a certificate: {exc.cause or exc}", file=sys.stderr)
+                return EXIT_FAILED
+            print_certificate_summary(certificate)
+            return EXIT_OK if certificate.all_confirmed else EXIT_FAILED
+        progress = await handle.query(ForgetSubject.progress)
+        if progress.status is CaseStatus.ESCALATED:
+            print_escalated(progress, handle.id, settings)
+            return EXIT_ESCALATED
+        await asyncio.sleep(WAIT_POLL_SECONDS)
+
+
+def print_escalated(progress: CaseProgress, wf_id: str, settings: Settings) -> None:
+    print(f"case {wf_id} is escalated and waits for an operator:")
+    for system in progress.systems:
+        if system.stage is Stage.ESCALATED:
+            print(f"  {system.name}: {system.escalation}: {system.error}")
+            print(
+                f"    python starter.py resolve {wf_id} --system {system.name} "
+                "--action retry|confirm|skip --note '...' --operator '...'"
+            )
+    print(f"  {settings.temporal.workflow_link(wf_id)}")
+
+
+async def cmd_escalations(args: argparse.Namespace, settings: Settings) -> int:
+    client = await connect(settings.temporal)
+    query = f'WorkflowType = "ForgetSubject" AND {STATUS.name} = "escalated" AND ExecutionStatus = "Running"'
+    count = 0
+    async for execution in client.list_workflows(query):
+        attributes = execution.typed_search_attributes
+        pending = ", ".join(attributes.get(PENDING_SYSTEMS) or [])
+        deadline = attributes.get(DEADLINE)
+        print(f"{execution.id}  pending: {pending or '?'}  deadline: {deadline:%Y-%m-%d}" if deadline else f"{execution.id}  pending: {pending}")
+        count += 1
+    print(f"{count} escalated case(s)")
+    return EXIT_OK
+
+
+async def send_update(settings: Settings, case_id: str, update: str, arg: object) -> int:
+    client = await connect(settings.temporal)
+    handle = client.get_workflow_handle(workflow_id(resolve_ref(settings, case_id)))
+    try:
+        result = await handle.execute_update(update, arg, result_type=str)
+    except WorkflowUpdateFailedError as exc:
+        raise CliError(f"refused: {exc.cause.message if isinstance(exc.cause, ApplicationError) else exc.cause}") from None
+    except RPCError as exc:
+        raise CliError(f"cannot reach case {handle.id}: {exc.message}") from None
+    print(result)
+    return EXIT_OK
+
+
+async def cmd_resolve(args: argparse.Namespace, settings: Settings) -> int:
+    decision = Decision(system=args.system, action=args.action, note=args.note, operator=args.operator, account_id=args.account)
+    return await send_update(settings, args.id, "resolve", decision)
+
+
+async def cmd_approve(args: argparse.Namespace, settings: Settings) -> int:
+    return await send_update(settings, args.id, "approve", Approval(operator=args.operator, note=args.note))
+
+
+async def cmd_signal(args: argparse.Namespace, settings: Settings) -> int:
+    client = await connect(settings.temporal)
+    handle = client.get_workflow_handle(workflow_id(resolve_ref(settings, args.id)))
+    signal_args = [] if args.command == "rehire" else [args.system]
+    try:
+        await handle.signal(args.command, args=signal_args)
+    except RPCError as exc:
+        raise CliError(f"cannot reach case {handle.id}: {exc.message}") from None
+    print(f"{args.command} sent to {handle.id}")
+    return EXIT_OK
 
 
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -156,6 +246,33 @@ def parser() -> argparse.ArgumentParser:
     forget.add_argument("--grace", type=duration_arg, help="override the reason's grace period, e.g. 30d, 12h, 0")
     forget.add_argument("--wait", action="store_true", help="wait for the certificate")
     forget.set_defaults(handler=cmd_forget)
+
+    escalations = commands.add_parser("escalations", help="list the cases waiting for an operator")
+    escalations.set_defaults(handler=cmd_escalations)
+
+    resolve = commands.add_parser("resolve", help="decide on an escalated system of a case")
+    resolve.add_argument("id", type=identifier_arg, help="workflow id, subject ref, or the person's identifier")
+    resolve.add_argument("--system", required=True)
+    resolve.add_argument("--action", required=True, choices=list(DECISION_ACTIONS))
+    resolve.add_argument("--note", required=True, help="why: kept as evidence in the certificate")
+    resolve.add_argument("--operator", required=True, help="who decides: kept as evidence")
+    resolve.add_argument("--account", help="with --action retry: act on this account id only")
+    resolve.set_defaults(handler=cmd_resolve)
+
+    approve = commands.add_parser("approve", help="approve an erasure request waiting for approval")
+    approve.add_argument("id", type=identifier_arg)
+    approve.add_argument("--operator", required=True)
+    approve.add_argument("--note", default="")
+    approve.set_defaults(handler=cmd_approve)
+
+    for name, text in (("hold", "put a legal hold on erasure"), ("release", "release a legal hold")):
+        command = commands.add_parser(name, help=f"{text} (one system, or all)")
+        command.add_argument("id", type=identifier_arg)
+        command.add_argument("--system", help="only this system (default: all)")
+        command.set_defaults(handler=cmd_signal)
+    rehire = commands.add_parser("rehire", help="end a case in its grace period without deleting anything")
+    rehire.add_argument("id", type=identifier_arg)
+    rehire.set_defaults(handler=cmd_signal)
 
     status = commands.add_parser("status", help="progress of one case")
     status.add_argument("id", type=identifier_arg, help="workflow id, subject ref, or the person's identifier")

@@ -14,31 +14,57 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from sqlalchemy import Engine
+
+from activities.erasure_job import ErasureJobActivities
 from activities.ledger import LedgerActivities
+from activities.notify import NotifyActivities
 from activities.scim import ScimActivities
 from lethe.ledger import engine_for
 from lethe.logs import configure_logging
 from lethe.planning import system_task_queue
 from lethe.process import exit_now
-from lethe.settings import ConfigError, Settings, load_settings
+from lethe.settings import ConfigError, ErasureJobConfig, Settings, SystemConfig, load_settings
 from lethe.temporal import connect, ensure_search_attributes
 from workflows.forget import ForgetSubject
 
 SHUTDOWN_GRACE = timedelta(seconds=10)
 
 
-def build_workers(client: Client, settings: Settings) -> tuple[list[Worker], ScimActivities]:
-    """The main worker (workflows, ledger) and one activity worker per connected system."""
+class Connectors:
+    """The activities of every connector kind in this process, each with its HTTP clients."""
+
+    def __init__(self, settings: Settings, ledger: Engine) -> None:
+        self.scim = ScimActivities(
+            {s.name: s for s in settings.systems if isinstance(s, SystemConfig)}, ledger
+        )
+        self.erasure_job = ErasureJobActivities(
+            {s.name: s for s in settings.systems if isinstance(s, ErasureJobConfig)}, ledger
+        )
+
+    def for_kind(self, kind: str) -> list[object]:
+        return self.erasure_job.activities() if kind == "erasure-job" else self.scim.activities()
+
+    async def aclose(self) -> None:
+        await self.scim.aclose()
+        await self.erasure_job.aclose()
+
+
+def build_workers(client: Client, settings: Settings) -> tuple[list[Worker], Connectors]:
+    """The main worker (workflows, ledger, notifications) and one activity worker per system."""
     ledger = engine_for(settings.ledger.url)
     for system in settings.systems:
         system.read_token()  # a missing secret stops start-up, not the first case
-    scim = ScimActivities({system.name: system for system in settings.systems}, ledger)
+    connectors = Connectors(settings, ledger)
     workers = [
         Worker(
             client,
             task_queue=settings.temporal.task_queue,
             workflows=[ForgetSubject],
-            activities=LedgerActivities(ledger, settings.certificate_key_bytes()).activities(),
+            activities=[
+                *LedgerActivities(ledger, settings.certificate_key_bytes()).activities(),
+                NotifyActivities(settings.escalation).escalation,
+            ],
             graceful_shutdown_timeout=SHUTDOWN_GRACE,
         )
     ]
@@ -47,18 +73,18 @@ def build_workers(client: Client, settings: Settings) -> tuple[list[Worker], Sci
             Worker(
                 client,
                 task_queue=system_task_queue(settings, system),
-                activities=scim.activities(),
+                activities=connectors.for_kind(system.kind),
                 max_task_queue_activities_per_second=system.rate_limit,
                 graceful_shutdown_timeout=SHUTDOWN_GRACE,
             )
         )
-    return workers, scim
+    return workers, connectors
 
 
 async def run(settings: Settings) -> None:
     client = await connect(settings.temporal)
     await ensure_search_attributes(client)
-    workers, scim = build_workers(client, settings)
+    workers, connectors = build_workers(client, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -69,7 +95,7 @@ async def run(settings: Settings) -> None:
     print("lethe worker: draining…", flush=True)
     await asyncio.gather(*(worker.shutdown() for worker in workers))
     await asyncio.gather(*runs, return_exceptions=True)
-    await scim.aclose()
+    await connectors.aclose()
     print("lethe worker: stopped", flush=True)
 
 

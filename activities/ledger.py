@@ -8,9 +8,9 @@ import logging
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from lethe.case import CertifyInput, OpenCaseInput
+from lethe.case import CertifyInput, EscalationEvent, OpenCaseInput
 from lethe.certificate import Certificate, issue
-from lethe.ledger import CaseRecord, CertificateRecord, Tombstone, VaultEntry
+from lethe.ledger import CaseRecord, CertificateRecord, EscalationRecord, Tombstone, VaultEntry
 from temporalio import activity
 
 logger = logging.getLogger(__name__)
@@ -77,5 +77,34 @@ class LedgerActivities:
         logger.info("certified case %s: %s", arg.workflow_id, certificate.status)
         return certificate
 
+    @activity.defn(name="ledger.record_escalation")
+    async def record_escalation(self, event: EscalationEvent) -> None:
+        await asyncio.to_thread(self._record_escalation, event)
+
+    def _record_escalation(self, event: EscalationEvent) -> None:
+        """Idempotent: one row per (run, system, opening time), completed by its decision."""
+        with Session(self._ledger) as session:
+            query = select(EscalationRecord).where(
+                EscalationRecord.run_id == event.run_id,
+                EscalationRecord.system == event.system,
+                EscalationRecord.opened_at == event.opened_at,
+            )
+            record = session.exec(query).first() or EscalationRecord(
+                workflow_id=event.workflow_id,
+                run_id=event.run_id,
+                subject_ref=event.subject_ref,
+                system=event.system,
+                kind=event.kind,
+                message=event.message,
+                opened_at=event.opened_at,
+            )
+            if event.decision is not None:
+                record.resolved_at = event.decision.at
+                record.action = event.decision.action
+                record.operator = event.decision.operator
+                record.note = event.decision.note
+            session.add(record)
+            session.commit()
+
     def activities(self) -> list[object]:
-        return [self.open_case, self.certify]
+        return [self.open_case, self.certify, self.record_escalation]

@@ -16,12 +16,14 @@ class Reason(StrEnum):
 
 
 class CaseStatus(StrEnum):
+    AWAITING_APPROVAL = "awaiting-approval"
     RUNNING = "running"
     GRACE = "grace"
     ERASING = "erasing"
-    COMPLETED = "completed"  # every system confirmed or not-found
-    INCOMPLETE = "incomplete"  # at least one system failed
-    CANCELLED = "cancelled"
+    ESCALATED = "escalated"  # at least one system waits for an operator's decision
+    COMPLETED = "completed"  # every system confirmed, not-found, or decided by an operator
+    CANCELLED = "cancelled"  # rehired during the grace period: nothing was deleted
+    ABORTED = "aborted"  # cancelled by an operator in Temporal
 
 
 class Stage(StrEnum):
@@ -29,26 +31,36 @@ class Stage(StrEnum):
     RESOLVING = "resolving"
     REVOKING = "revoking"
     REVOKED = "revoked"
+    ON_HOLD = "on-hold"
     ERASING = "erasing"
     CONFIRMING = "confirming"
+    ESCALATED = "escalated"
     CONFIRMED = "confirmed"
     NOT_FOUND = "not-found"
-    FAILED = "failed"
+    CONFIRMED_BY_OPERATOR = "confirmed-by-operator"
+    SKIPPED = "skipped"
     CANCELLED = "cancelled"
 
 
-FINAL_OK = {Stage.CONFIRMED, Stage.NOT_FOUND}
+# The stages that end a system's part of the case without anything left to do.
+FINAL_OK = {Stage.CONFIRMED, Stage.NOT_FOUND, Stage.CONFIRMED_BY_OPERATOR, Stage.SKIPPED}
+DECISION_ACTIONS = ("retry", "confirm", "skip")
 
 
 class SystemPlan(BaseModel):
     """A connected system as the workflow sees it: no URL, no secret."""
 
     name: str
-    kind: Literal["scim"] = "scim"
+    kind: Literal["scim", "erasure-job"] = "scim"
     on_leave: Literal["delete", "deactivate"] = "delete"
     task_queue: str
     confirm_every_seconds: float = 10
     confirm_within_seconds: float = 7 * 86400
+
+
+class EscalationPlan(BaseModel):
+    remind_every_seconds: float = 86400
+    warn_before_seconds: float = 5 * 86400
 
 
 class ForgetInput(BaseModel):
@@ -56,6 +68,9 @@ class ForgetInput(BaseModel):
     reason: Reason
     requested_at: datetime
     grace_seconds: float = Field(ge=0)
+    deadline_seconds: float = Field(default=30 * 86400, gt=0)
+    needs_approval: bool = False
+    escalation: EscalationPlan = EscalationPlan()
     systems: list[SystemPlan]
 
 
@@ -70,12 +85,42 @@ class Evidence(BaseModel):
     attempts: int = 1
 
 
+class Decision(BaseModel):
+    """An operator's decision on an escalated system (the `resolve` update).
+
+    Plain strings, checked by the update's validator, so a bad value is rejected with a
+    message instead of failing to decode."""
+
+    system: str
+    action: str  # retry | confirm | skip
+    note: str
+    operator: str
+    account_id: str | None = None  # with retry: act on this account only (after an ambiguous match)
+
+
+class Approval(BaseModel):
+    operator: str
+    note: str = ""
+
+
+class DecisionRecord(BaseModel):
+    """Who decided what, when: the accountability trail of a case."""
+
+    action: str
+    operator: str
+    note: str
+    at: datetime
+    system: str | None = None
+    account_id: str | None = None
+
+
 class SystemProgress(BaseModel):
     name: str
     stage: Stage = Stage.PENDING
     accounts: list[str] = []
     evidence: list[Evidence] = []
     error: str | None = None
+    escalation: str | None = None  # why it waits for a person: Credentials, Rejected, Ambiguous, ...
 
 
 class CaseProgress(BaseModel):
@@ -83,8 +128,18 @@ class CaseProgress(BaseModel):
     reason: Reason
     status: CaseStatus
     requested_at: datetime
+    deadline: datetime
     grace_until: datetime | None = None
+    holds: list[str] = []
     systems: list[SystemProgress]
+    decisions: list[DecisionRecord] = []
+
+    def system(self, name: str) -> SystemProgress | None:
+        return next((system for system in self.systems if system.name == name), None)
+
+    @property
+    def pending(self) -> list[str]:
+        return [system.name for system in self.systems if system.stage is Stage.ESCALATED]
 
 
 # --- activity arguments and results -------------------------------------------------------
@@ -118,6 +173,32 @@ class OpenCaseInput(BaseModel):
     workflow_id: str
     reason: Reason
     requested_at: datetime
+
+
+class EscalationNotice(BaseModel):
+    """What an escalation webhook is told: the case, the system, the problem, what to run."""
+
+    workflow_id: str
+    subject_ref: str
+    system: str
+    kind: str
+    message: str
+    deadline: datetime
+    reminder: int = 0
+    to_dpo: bool = False
+
+
+class EscalationEvent(BaseModel):
+    """An escalation opened, or closed by a decision, for the ledger."""
+
+    workflow_id: str
+    run_id: str
+    subject_ref: str
+    system: str
+    kind: str
+    message: str
+    opened_at: datetime
+    decision: DecisionRecord | None = None
 
 
 class CertifyInput(BaseModel):

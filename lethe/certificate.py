@@ -5,14 +5,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from pydantic import BaseModel
 
-from lethe.case import FINAL_OK, CaseProgress, Evidence
-
-GDPR_DEADLINE = timedelta(days=30)  # Art. 12(3): one month to act on an erasure request
-
+from lethe.case import FINAL_OK, CaseProgress, DecisionRecord, Evidence
 
 class SystemOutcome(BaseModel):
     name: str
@@ -33,6 +30,7 @@ class Certificate(BaseModel):
     deadline: datetime
     deadline_met: bool
     systems: list[SystemOutcome]
+    decisions: list[DecisionRecord] = []
     issuer: str = "lethe"
     signature: str = ""
 
@@ -49,7 +47,8 @@ class Certificate(BaseModel):
 
     @property
     def all_confirmed(self) -> bool:
-        return all(system.outcome in FINAL_OK for system in self.systems)
+        """Every system confirmed, not-found, or closed by an operator's recorded decision."""
+        return self.status == "completed" and all(system.outcome in FINAL_OK for system in self.systems)
 
 
 def _sign(key: bytes, body: bytes) -> str:
@@ -57,7 +56,7 @@ def _sign(key: bytes, body: bytes) -> str:
 
 
 def issue(progress: CaseProgress, workflow_id: str, run_id: str, completed_at: datetime, key: bytes) -> Certificate:
-    deadline = progress.requested_at + GDPR_DEADLINE
+    deadline = progress.deadline
     certificate = Certificate(
         certificate_id=run_id,
         subject_ref=progress.subject_ref,
@@ -78,6 +77,7 @@ def issue(progress: CaseProgress, workflow_id: str, run_id: str, completed_at: d
             )
             for system in progress.systems
         ],
+        decisions=progress.decisions,
     )
     return certificate.signed(key)
 
@@ -104,5 +104,12 @@ def to_markdown(certificate: Certificate) -> str:
         if system.error:
             evidence = f"{evidence}; error: {system.error}" if evidence else f"error: {system.error}"
         lines.append(f"| {system.name} | {system.outcome} | {len(system.accounts)} | {evidence} |")
+    if certificate.decisions:
+        lines += ["", "## Decisions", "", "| When | Operator | Action | System | Note |", "|---|---|---|---|---|"]
+        for decision in certificate.decisions:
+            lines.append(
+                f"| {decision.at.isoformat()} | {decision.operator} | {decision.action} | "
+                f"{decision.system or '(case)'} | {decision.note} |"
+            )
     lines += ["", f"Signature: `{certificate.signature}`", ""]
     return "\n".join(lines)

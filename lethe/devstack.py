@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 from scim2_models import Context, Email, Name, User
 
-from lethe.temporal import SEARCH_ATTRIBUTES
+from lethe.temporal import CLI_TYPE_NAMES, SEARCH_ATTRIBUTES
 
 _BIN = Path(sys.executable).parent
 
@@ -66,7 +66,7 @@ def temporal_dev_server_args(port: int, ui_port: int | None, db_filename: str | 
     if db_filename:
         args += ["--db-filename", db_filename]
     for key in SEARCH_ATTRIBUTES:
-        args += ["--search-attribute", f"{key.name}=Keyword"]
+        args += ["--search-attribute", f"{key.name}={CLI_TYPE_NAMES[key]}"]
     return args
 
 

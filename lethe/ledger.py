@@ -48,6 +48,25 @@ class CertificateRecord(SQLModel, table=True):
     body: str  # the signed certificate, canonical JSON
 
 
+class EscalationRecord(SQLModel, table=True):
+    """A system handed to an operator, and the decision that closed it."""
+
+    __tablename__ = "escalations"
+
+    id: int | None = Field(default=None, primary_key=True)
+    workflow_id: str = Field(index=True)
+    run_id: str
+    subject_ref: str = Field(index=True, max_length=64)
+    system: str
+    kind: str
+    message: str
+    opened_at: datetime
+    resolved_at: datetime | None = None
+    action: str | None = None
+    operator: str | None = None
+    note: str | None = None
+
+
 class Tombstone(SQLModel, table=True):
     __tablename__ = "tombstones"
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from lethe.case import ForgetInput, Reason, SystemPlan
-from lethe.settings import Settings, SystemConfig
+from lethe.case import EscalationPlan, ForgetInput, Reason, SystemPlan
+from lethe.settings import ErasureJobConfig, Settings, SystemConfig
 
 
-def system_task_queue(settings: Settings, system: SystemConfig) -> str:
+def system_task_queue(settings: Settings, system: SystemConfig | ErasureJobConfig) -> str:
     """Each system has its own task queue, so its rate limit can be enforced fleet-wide."""
     return f"{settings.temporal.task_queue}.{system.name}"
 
@@ -18,7 +18,7 @@ def system_plans(settings: Settings) -> list[SystemPlan]:
         SystemPlan(
             name=system.name,
             kind=system.kind,
-            on_leave=system.on_leave,
+            on_leave=system.on_leave if isinstance(system, SystemConfig) else "delete",
             task_queue=system_task_queue(settings, system),
             confirm_every_seconds=system.confirm.every.total_seconds(),
             confirm_within_seconds=system.confirm.within.total_seconds(),
@@ -39,5 +39,11 @@ def forget_input(
         reason=reason,
         requested_at=requested_at,
         grace_seconds=(grace if grace is not None else default_grace(settings, reason)).total_seconds(),
+        deadline_seconds=settings.policy.deadline.total_seconds(),
+        needs_approval=reason is Reason.ERASURE_REQUEST and settings.policy.erasure_requests_need_approval,
+        escalation=EscalationPlan(
+            remind_every_seconds=settings.escalation.remind_every.total_seconds(),
+            warn_before_seconds=settings.escalation.warn_before.total_seconds(),
+        ),
         systems=system_plans(settings),
     )

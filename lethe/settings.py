@@ -14,16 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -31,23 +22,15 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from lethe.durations import parse_duration
+from lethe.config_types import ConfigError, ConfirmPolicy, Duration, Section, SystemBase
+from lethe.erasure_job import ErasureJobConfig
+
+__all__ = ["ConfigError", "ConfirmPolicy", "Duration", "ErasureJobConfig", "Settings", "SystemConfig", "load_settings"]
 
 DEFAULT_CONFIG_FILE = "lethe.toml"
 _config_file: ContextVar[Path | None] = ContextVar("lethe_config_file", default=None)
 
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-
-
-class ConfigError(Exception):
-    """Invalid configuration; the message is one line naming the field and the problem."""
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-
-class TemporalSettings(_Section):
+class TemporalSettings(Section):
     address: str = "127.0.0.1:7233"
     namespace: str = "default"
     task_queue: str = Field(default="lethe", pattern=r"^[A-Za-z0-9._-]+$")
@@ -57,61 +40,49 @@ class TemporalSettings(_Section):
         return f"{self.ui_url.rstrip('/')}/namespaces/{self.namespace}/workflows/{workflow_id}"
 
 
-class LedgerSettings(_Section):
+class LedgerSettings(Section):
     url: str = "sqlite:///lethe.db"
 
 
-class ConfirmPolicy(_Section):
-    every: Duration = timedelta(seconds=10)
-    within: Duration = timedelta(days=7)
+class SystemConfig(SystemBase):
+    """A SCIM 2.0 service provider: accounts found by a filter, deactivated, deleted, confirmed."""
 
-    @model_validator(mode="after")
-    def _positive(self) -> ConfirmPolicy:
-        if self.every <= timedelta(0) or self.within <= timedelta(0):
-            raise ValueError("confirm.every and confirm.within must be positive")
-        return self
-
-
-class SystemConfig(_Section):
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$", description="unique, [a-z0-9-]")
     kind: Literal["scim"]
-    url: str = Field(pattern=r"^https?://[^\s]+$", description="SCIM base URL")
-    token_env: str | None = None
-    token_file: Path | None = None
     match: Literal["userName", "emails", "externalId"] = "userName"
     on_leave: Literal["delete", "deactivate"] = "delete"
-    rate_limit: float = Field(default=50, gt=0, description="requests per second, fleet-wide")
-    timeout: Duration = timedelta(seconds=15)
     confirm: ConfirmPolicy = ConfirmPolicy()
 
-    @property
-    def base_url(self) -> str:
-        return self.url.rstrip("/")
 
-    def read_token(self) -> str | None:
-        """The bearer token, from the environment or a file; None when the system needs none."""
-        if self.token_env:
-            token = os.environ.get(self.token_env)
-            if not token:
-                raise ConfigError(
-                    f"systems[{self.name}].token_env: environment variable {self.token_env} is not set"
-                )
-            return token
-        if self.token_file:
-            try:
-                return self.token_file.read_text().strip()
-            except OSError as exc:
-                raise ConfigError(
-                    f"systems[{self.name}].token_file: cannot read {self.token_file}: {exc.strerror}"
-                ) from None
-        return None
+AnySystem = Annotated[SystemConfig | ErasureJobConfig, Field(discriminator="kind")]
 
 
-class GraceSettings(_Section):
+class GraceSettings(Section):
     """How long a deactivated account waits before deletion, per reason."""
 
     leaver: Duration = timedelta(days=30)
     erasure_request: Duration = Field(default=timedelta(0), alias="erasure-request")
+
+
+class EscalationSettings(Section):
+    """Where a case that needs a person is announced, and how often it is repeated."""
+
+    webhooks: list[str] = []
+    dpo_webhooks: list[str] = Field(default=[], alias="dpo")
+    remind_every: Duration = timedelta(days=1)
+    warn_before: Duration = timedelta(days=5)
+
+    @field_validator("webhooks", "dpo_webhooks")
+    @classmethod
+    def _http_urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"webhook {url!r} is not an http(s) URL")
+        return urls
+
+
+class PolicySettings(Section):
+    deadline: Duration = timedelta(days=30)  # GDPR Art. 12(3): one month
+    erasure_requests_need_approval: bool = False
 
 
 class Settings(BaseSettings):
@@ -125,14 +96,16 @@ class Settings(BaseSettings):
     temporal: TemporalSettings = TemporalSettings()
     ledger: LedgerSettings = LedgerSettings()
     grace: GraceSettings = GraceSettings()
-    systems: list[SystemConfig] = []
+    escalation: EscalationSettings = EscalationSettings()
+    policy: PolicySettings = PolicySettings()
+    systems: list[AnySystem] = []
     pepper: SecretStr | None = None
     pepper_file: Path | None = None
     certificate_key: SecretStr | None = None
 
     @field_validator("systems")
     @classmethod
-    def _unique_names(cls, systems: list[SystemConfig]) -> list[SystemConfig]:
+    def _unique_names(cls, systems: list[SystemConfig | ErasureJobConfig]) -> list[SystemConfig | ErasureJobConfig]:
         seen: set[str] = set()
         for system in systems:
             if system.name in seen:
@@ -152,7 +125,7 @@ class Settings(BaseSettings):
         toml_file = _config_file.get() or Path(os.environ.get("LETHE_CONFIG", DEFAULT_CONFIG_FILE))
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
 
-    def system(self, name: str) -> SystemConfig:
+    def system(self, name: str) -> SystemConfig | ErasureJobConfig:
         for system in self.systems:
             if system.name == name:
                 return system
@@ -181,6 +154,8 @@ class Settings(BaseSettings):
 
 def _describe(error: dict[str, Any], data_systems: list[Any] | None) -> str:
     location = list(error["loc"])
+    if len(location) >= 3 and location[0] == "systems" and location[2] in ("scim", "erasure-job"):
+        del location[2]  # the union's tag adds nothing the system's name does not say
     # Name a system by its name rather than its index: "systems[chat].match".
     if len(location) >= 2 and location[0] == "systems" and isinstance(location[1], int):
         name = None
@@ -191,7 +166,10 @@ def _describe(error: dict[str, Any], data_systems: list[Any] | None) -> str:
     message = error["msg"]
     if error["type"] == "extra_forbidden":
         message = "unknown field"
-    elif "input" in error and error["type"] not in ("missing",) and not isinstance(error["input"], (dict, list)):
+    elif error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        field += ".kind"
+        message = f"unknown or missing kind; use one of {error['ctx']['expected_tags']}"
+    if "input" in error and error["type"] != "missing" and not isinstance(error["input"], (dict, list)):
         message = f"{message} (got {error['input']!r})"
     return f"{field}: {message}"
 

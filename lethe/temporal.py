@@ -13,7 +13,11 @@ from lethe.settings import TemporalSettings
 
 STATUS = SearchAttributeKey.for_keyword("LetheStatus")
 SUBJECT_REF = SearchAttributeKey.for_keyword("LetheSubjectRef")
-SEARCH_ATTRIBUTES = (STATUS, SUBJECT_REF)
+PENDING_SYSTEMS = SearchAttributeKey.for_keyword_list("LethePendingSystems")
+DEADLINE = SearchAttributeKey.for_datetime("LetheDeadline")
+SEARCH_ATTRIBUTES = (STATUS, SUBJECT_REF, PENDING_SYSTEMS, DEADLINE)
+# The names `temporal server start-dev --search-attribute NAME=TYPE` knows the types by.
+CLI_TYPE_NAMES = {STATUS: "Keyword", SUBJECT_REF: "Keyword", PENDING_SYSTEMS: "KeywordList", DEADLINE: "Datetime"}
 
 
 async def connect(settings: TemporalSettings) -> Client:

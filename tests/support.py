@@ -60,14 +60,14 @@ def make_settings(tmp_path: Path, target: Client, servers: dict[str, ScimServer]
 
 @asynccontextmanager
 async def running_worker(client: Client, settings: Settings) -> AsyncIterator[None]:
-    workers, scim = build_workers(client, settings)
+    workers, connectors = build_workers(client, settings)
     runs = [asyncio.create_task(worker.run()) for worker in workers]
     try:
         yield
     finally:
         await asyncio.gather(*(worker.shutdown() for worker in workers))
         await asyncio.gather(*runs, return_exceptions=True)
-        await scim.aclose()
+        await connectors.aclose()
 
 
 async def forget(

@@ -55,7 +55,7 @@ def test_documented_shape_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         (('match = "userName"', 'match = "mail"'), "systems[chat].match: Input should be 'userName', 'emails' or 'externalId' (got 'mail')"),
         (('name = "chat"', 'name = "Chat Room"'), "systems[Chat Room].name: String should match pattern"),
         (('rate_limit = 50', 'rate_limit = 0'), "systems[chat].rate_limit: Input should be greater than 0"),
-        (('kind = "scim"', 'kind = "ldap"'), "systems[chat].kind: Input should be 'scim'"),
+        (('kind = "scim"', 'kind = "ldap"'), "systems[chat].kind: unknown or missing kind; use one of 'scim', 'erasure-job'"),
         (('on_leave = "delete"', 'on_leave = "archive"'), "systems[chat].on_leave"),
         (('url = "http://127.0.0.1:9001"', 'url = "127.0.0.1:9001"'), "systems[chat].url: String should match pattern"),
         (('rate_limit = 50', 'rate_limit = 50\nconfirm = { every = "soon" }'), "systems[chat].confirm.every: Value error, invalid duration 'soon'"),

@@ -1,31 +1,37 @@
 """ForgetSubject: one workflow per person, from revocation to a signed certificate.
 
-gate -> revoke (every system, in parallel) -> grace (durable timer) -> erase -> confirm -> certify.
-Each system runs its own pipeline so that one slow system never holds up the others;
-the grace period is one shared deadline they all wait for.
+gate (approval) -> revoke (every system, in parallel) -> grace (durable timer) -> erase ->
+confirm -> certify. Each system runs its own pipeline, so one slow or broken system never
+holds up the others. A system that cannot finish is escalated: the case tells the
+operators and waits for their decision (retry, confirm by hand, skip) on that system.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.erasure_job import ErasureJobActivities
     from activities.ledger import LedgerActivities
+    from activities.notify import NotifyActivities
     from activities.scim import ScimActivities
     from lethe.case import (
+        DECISION_ACTIONS,
+        FINAL_OK,
         AccountInSystem,
+        Approval,
         CaseProgress,
         CaseStatus,
         CertifyInput,
+        Decision,
+        DecisionRecord,
+        EscalationEvent,
+        EscalationNotice,
         Evidence,
-        FINAL_OK,
         ForgetInput,
         OpenCaseInput,
         Stage,
@@ -35,12 +41,11 @@ with workflow.unsafe.imports_passed_through():
         SystemProgress,
     )
     from lethe.certificate import Certificate
-    from lethe.temporal import STATUS
+    from lethe.erasure_job import ErasureJobRef
+    from lethe.temporal import DEADLINE, PENDING_SYSTEMS, STATUS
+    from workflows.steps import LEDGER_RETRY, LEDGER_TIMEOUT, NOTIFY_RETRY, on_system
 
-# Writes and lookups: transient failures back off; permanent ones are raised non-retryable.
-STEP_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1), maximum_attempts=8)
-STEP_TIMEOUT = timedelta(seconds=60)
-LEDGER_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+ALL_SYSTEMS = "*"
 
 
 @workflow.defn(name="ForgetSubject")
@@ -48,15 +53,22 @@ class ForgetSubject:
     @workflow.init
     def __init__(self, case: ForgetInput) -> None:
         self._case = case
+        self._phase = CaseStatus.RUNNING
         self._grace_over = False
         self._cancelled = False
+        self._approved = not case.needs_approval
+        self._decisions: dict[str, Decision] = {}
+        self._published: tuple[str, tuple[str, ...]] | None = None
         self._progress = CaseProgress(
             subject_ref=case.subject_ref,
             reason=case.reason,
             status=CaseStatus.RUNNING,
             requested_at=case.requested_at,
+            deadline=case.requested_at + timedelta(seconds=case.deadline_seconds),
             systems=[SystemProgress(name=plan.name) for plan in case.systems],
         )
+
+    # --- messages ------------------------------------------------------------------------
 
     @workflow.query
     def progress(self) -> CaseProgress:
@@ -64,13 +76,66 @@ class ForgetSubject:
 
     @workflow.signal
     def rehire(self) -> None:
-        """The person stays: during the grace period the case ends and nothing is deleted."""
+        """The person stays: before deletion starts the case ends and nothing is deleted."""
         if not self._grace_over:
             self._cancelled = True
+
+    @workflow.signal
+    def hold(self, system: str | None = None) -> None:
+        """A legal hold: no erasure in this system (or in any, with None) until released."""
+        name = system or ALL_SYSTEMS
+        if name not in self._progress.holds:
+            self._progress.holds.append(name)
+
+    @workflow.signal
+    def release(self, system: str | None = None) -> None:
+        name = system or ALL_SYSTEMS
+        if name in self._progress.holds:
+            self._progress.holds.remove(name)
+
+    @workflow.update
+    def approve(self, approval: Approval) -> str:
+        self._approved = True
+        self._progress.decisions.append(
+            DecisionRecord(action="approve", operator=approval.operator, note=approval.note, at=workflow.now())
+        )
+        return "approved"
+
+    @approve.validator
+    def _validate_approve(self, approval: Approval) -> None:
+        if self._approved:
+            raise ApplicationError("this case is not waiting for approval")
+        if not approval.operator.strip():
+            raise ApplicationError("an operator name is required to approve")
+
+    @workflow.update
+    def resolve(self, decision: Decision) -> str:
+        self._decisions[decision.system] = decision
+        return f"{decision.action} accepted for {decision.system}"
+
+    @resolve.validator
+    def _validate_resolve(self, decision: Decision) -> None:
+        system = self._progress.system(decision.system)
+        if system is None:
+            names = ", ".join(s.name for s in self._progress.systems)
+            raise ApplicationError(f"unknown system {decision.system!r}; this case has: {names}")
+        if system.stage is not Stage.ESCALATED or decision.system in self._decisions:
+            raise ApplicationError(f"system {decision.system!r} is not escalated (stage: {system.stage.value})")
+        if decision.action not in DECISION_ACTIONS:
+            raise ApplicationError(f"unknown action {decision.action!r}; use one of {', '.join(DECISION_ACTIONS)}")
+        if not decision.note.strip():
+            raise ApplicationError("a note is required: say why, it is kept as evidence")
+        if not decision.operator.strip():
+            raise ApplicationError("an operator name is required: decisions are accountable")
+        if decision.account_id is not None and decision.action != "retry":
+            raise ApplicationError("an account id goes with --action retry only")
+
+    # --- the case ------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, case: ForgetInput) -> Certificate:
         info = workflow.info()
+        workflow.upsert_search_attributes([DEADLINE.value_set(self._progress.deadline)])
         await workflow.execute_activity_method(
             LedgerActivities.open_case,
             OpenCaseInput(
@@ -79,23 +144,36 @@ class ForgetSubject:
                 reason=case.reason,
                 requested_at=case.requested_at,
             ),
-            start_to_close_timeout=timedelta(seconds=30),
+            start_to_close_timeout=LEDGER_TIMEOUT,
             retry_policy=LEDGER_RETRY,
             summary="open the case in the ledger",
         )
-        pipelines = [
-            asyncio.create_task(self._system_pipeline(plan, progress))
-            for plan, progress in zip(case.systems, self._progress.systems)
-        ]
-        await self._grace_period(timedelta(seconds=case.grace_seconds))
-        await asyncio.gather(*pipelines)
-
+        try:
+            await self._gate()
+            if not self._cancelled:
+                pipelines = [
+                    asyncio.create_task(self._system(plan, progress))
+                    for plan, progress in zip(case.systems, self._progress.systems)
+                ]
+                await self._grace_period(timedelta(seconds=case.grace_seconds))
+                await asyncio.gather(*pipelines)
+        except asyncio.CancelledError:
+            # Cancelled by an operator: still certify what happened and destroy the identifier.
+            self._phase = CaseStatus.ABORTED
+            await self._certify()
+            raise
         if self._cancelled:
-            self._set_status(CaseStatus.CANCELLED)
-        elif all(system.stage in FINAL_OK for system in self._progress.systems):
-            self._set_status(CaseStatus.COMPLETED)
+            self._phase = CaseStatus.CANCELLED
+            for system in self._progress.systems:
+                if system.stage not in FINAL_OK:
+                    system.stage = Stage.CANCELLED
         else:
-            self._set_status(CaseStatus.INCOMPLETE)
+            self._phase = CaseStatus.COMPLETED
+        return await self._certify()
+
+    async def _certify(self) -> Certificate:
+        self._publish()
+        info = workflow.info()
         return await workflow.execute_activity_method(
             LedgerActivities.certify,
             CertifyInput(
@@ -104,126 +182,289 @@ class ForgetSubject:
                 progress=self._progress,
                 completed_at=workflow.now(),
             ),
-            start_to_close_timeout=timedelta(seconds=30),
+            start_to_close_timeout=LEDGER_TIMEOUT,
             retry_policy=LEDGER_RETRY,
             summary="issue the certificate, destroy the identifier",
         )
 
+    async def _gate(self) -> None:
+        if not self._approved:
+            self._phase = CaseStatus.AWAITING_APPROVAL
+            self._publish()
+            await workflow.wait_condition(lambda: self._approved or self._cancelled)
+        self._phase = CaseStatus.RUNNING
+        self._publish()
+
     async def _grace_period(self, grace: timedelta) -> None:
         if grace > timedelta(0):
             self._progress.grace_until = workflow.now() + grace
-            self._set_status(CaseStatus.GRACE)
+            self._phase = CaseStatus.GRACE
+            self._publish()
             try:
                 await workflow.wait_condition(lambda: self._cancelled, timeout=grace, timeout_summary="grace period")
             except asyncio.TimeoutError:
                 pass
         self._grace_over = True
         if not self._cancelled:
-            self._set_status(CaseStatus.ERASING)
+            self._phase = CaseStatus.ERASING
+            self._publish()
 
-    def _set_status(self, status: CaseStatus) -> None:
+    def _publish(self) -> None:
+        """Status and pending systems as search attributes and UI details, when they change."""
+        pending = self._progress.pending
+        status = self._phase
+        if pending and status not in (CaseStatus.COMPLETED, CaseStatus.CANCELLED, CaseStatus.ABORTED):
+            status = CaseStatus.ESCALATED
         self._progress.status = status
-        workflow.upsert_search_attributes([STATUS.value_set(status.value)])
-        workflow.set_current_details(f"**{status.value}**: " + ", ".join(
-            f"{system.name} {system.stage.value}" for system in self._progress.systems
-        ))
+        stages = ", ".join(f"{system.name} {system.stage.value}" for system in self._progress.systems)
+        workflow.set_current_details(f"**{status.value}**: {stages}")
+        if self._published == (status.value, tuple(pending)):
+            return
+        self._published = (status.value, tuple(pending))
+        workflow.upsert_search_attributes(
+            [
+                STATUS.value_set(status.value),
+                PENDING_SYSTEMS.value_set(pending) if pending else PENDING_SYSTEMS.value_unset(),
+            ]
+        )
 
-    async def _system_pipeline(self, plan: SystemPlan, progress: SystemProgress) -> None:
-        try:
+    # --- one system ------------------------------------------------------------------------
+
+    async def _system(self, plan: SystemPlan, progress: SystemProgress) -> None:
+        chosen_account: str | None = None
+        while True:
+            try:
+                if plan.kind == "erasure-job":
+                    await self._erasure_job(plan, progress)
+                else:
+                    await self._scim(plan, progress, chosen_account)
+                return
+            except (ActivityError, ApplicationError) as failure:
+                decision = await self._escalate(plan, progress, failure)
+                if decision is None:
+                    return
+                if decision.action == "retry":
+                    chosen_account = decision.account_id
+                    continue
+                progress.stage = Stage.CONFIRMED_BY_OPERATOR if decision.action == "confirm" else Stage.SKIPPED
+                self._publish()
+                return
+
+    async def _scim(self, plan: SystemPlan, progress: SystemProgress, chosen_account: str | None) -> None:
+        if chosen_account:
+            progress.accounts = [chosen_account]
+        else:
             progress.stage = Stage.RESOLVING
             progress.accounts = await self._find(plan, "find accounts")
             if not progress.accounts:
                 progress.stage = Stage.NOT_FOUND
                 return
-            progress.stage = Stage.REVOKING
-            await self._each_account(plan, progress, ScimActivities.deactivate, "deactivate")
-            progress.stage = Stage.REVOKED
-            await workflow.wait_condition(lambda: self._grace_over)
-            if self._cancelled:
-                await self._each_account(plan, progress, ScimActivities.reactivate, "reactivate")
-                progress.stage = Stage.CANCELLED
-                return
-            await self._erase(plan, progress)
-            progress.stage = Stage.CONFIRMED
-        except (ActivityError, ApplicationError) as exc:
-            progress.stage = Stage.FAILED
-            progress.error = _failure_message(exc)
-
-    async def _erase(self, plan: SystemPlan, progress: SystemProgress) -> None:
+        progress.stage = Stage.REVOKING
+        await self._each_account(plan, progress, ScimActivities.deactivate, "deactivate")
+        progress.stage = Stage.REVOKED
+        if not await self._wait_to_erase(plan, progress):
+            await self._each_account(plan, progress, ScimActivities.reactivate, "reactivate")
+            progress.stage = Stage.CANCELLED
+            return
         if plan.on_leave == "deactivate":
             progress.stage = Stage.CONFIRMING
             await self._each_account(plan, progress, ScimActivities.confirm_inactive, "confirm inactive", poll=True)
+            progress.stage = Stage.CONFIRMED
             return
         progress.stage = Stage.ERASING
         await self._each_account(plan, progress, ScimActivities.delete, "delete")
         progress.stage = Stage.CONFIRMING
         await self._each_account(plan, progress, ScimActivities.confirm_gone, "confirm gone", poll=True)
-        # Gone by id is not enough: the match attribute must find nobody either.
-        leftovers = await self._find(plan, "confirm nothing matches")
-        if leftovers:
-            raise ApplicationError(
-                f"confirm in {plan.name}: {len(leftovers)} account(s) still match after deletion",
-                type="StillPresent",
-            )
-        progress.evidence.append(Evidence(action="confirm-no-match", outcome="none-match", at=workflow.now()))
+        if not chosen_account:
+            # Gone by id is not enough: the match attribute must find nobody either. (An account
+            # an operator chose after an ambiguous match shares its identifier with others.)
+            leftovers = await self._find(plan, "confirm nothing matches")
+            if leftovers:
+                raise ApplicationError(
+                    f"confirm in {plan.name}: {len(leftovers)} account(s) still match after deletion; "
+                    "check for re-creation by a sync job",
+                    type="StillPresent",
+                )
+            self._evidence(progress, "confirm-no-match", None, StepResult(outcome="none-match"))
+        progress.stage = Stage.CONFIRMED
+
+    async def _erasure_job(self, plan: SystemPlan, progress: SystemProgress) -> None:
+        # Nothing to revoke: such a vendor only erases, after the grace period.
+        progress.stage = Stage.REVOKED
+        if not await self._wait_to_erase(plan, progress):
+            progress.stage = Stage.CANCELLED
+            return
+        progress.stage = Stage.ERASING
+        started = await on_system(
+            plan,
+            ErasureJobActivities.start,
+            SubjectInSystem(system=plan.name, subject_ref=self._case.subject_ref),
+            f"request erasure in {plan.name}",
+        )
+        progress.accounts = [started.job_id]
+        self._evidence(
+            progress,
+            "erasure-request",
+            started.job_id,
+            StepResult(outcome=started.outcome, http_status=started.http_status, attempts=started.attempts),
+        )
+        progress.stage = Stage.CONFIRMING
+        done = await on_system(
+            plan,
+            ErasureJobActivities.check,
+            ErasureJobRef(system=plan.name, job_id=started.job_id),
+            f"wait for the erasure job in {plan.name}",
+            poll=True,
+        )
+        self._evidence(
+            progress,
+            "erasure-job",
+            started.job_id,
+            StepResult(outcome=done.state, http_status=done.http_status, attempts=done.attempts),
+        )
+        progress.stage = Stage.CONFIRMED
+
+    async def _wait_to_erase(self, plan: SystemPlan, progress: SystemProgress) -> bool:
+        """Wait for the grace period and any legal hold; False if the case was cancelled."""
+        await workflow.wait_condition(lambda: self._grace_over)
+        if self._held(plan.name) and not self._cancelled:
+            progress.stage = Stage.ON_HOLD
+            self._publish()
+            await workflow.wait_condition(lambda: not self._held(plan.name) or self._cancelled)
+        return not self._cancelled
+
+    def _held(self, system: str) -> bool:
+        return system in self._progress.holds or ALL_SYSTEMS in self._progress.holds
 
     async def _find(self, plan: SystemPlan, summary: str) -> list[str]:
-        found = await workflow.execute_activity_method(
+        found = await on_system(
+            plan,
             ScimActivities.find,
             SubjectInSystem(system=plan.name, subject_ref=self._case.subject_ref),
-            task_queue=plan.task_queue,
-            start_to_close_timeout=STEP_TIMEOUT,
-            retry_policy=STEP_RETRY,
-            summary=f"{summary} in {plan.name}",
+            f"{summary} in {plan.name}",
         )
         return found.account_ids
 
-    async def _each_account(
-        self,
-        plan: SystemPlan,
-        progress: SystemProgress,
-        step: Callable[[Any, AccountInSystem], Awaitable[StepResult]],
-        action: str,
-        poll: bool = False,
-    ) -> None:
+    async def _each_account(self, plan: SystemPlan, progress: SystemProgress, step, action: str, poll: bool = False) -> None:  # type: ignore[no-untyped-def]
         """Run one step on every account of the subject in this system, in parallel."""
-        if poll:
-            # Polling as server-side retries keeps the history at a few events however long it takes.
-            retry = RetryPolicy(
-                initial_interval=timedelta(seconds=plan.confirm_every_seconds),
-                backoff_coefficient=1.0,
-                maximum_attempts=0,
-            )
-            deadline: timedelta | None = timedelta(seconds=plan.confirm_within_seconds)
-        else:
-            retry, deadline = STEP_RETRY, None
 
         async def one(account_id: str) -> None:
-            result = await workflow.execute_activity_method(
-                step,
-                AccountInSystem(system=plan.name, account_id=account_id),
-                task_queue=plan.task_queue,
-                start_to_close_timeout=STEP_TIMEOUT,
-                schedule_to_close_timeout=deadline,
-                retry_policy=retry,
-                summary=f"{action} account in {plan.name}",
+            result = await on_system(
+                plan, step, AccountInSystem(system=plan.name, account_id=account_id), f"{action} account in {plan.name}", poll
             )
-            progress.evidence.append(
-                Evidence(
-                    action=action.replace(" ", "-"),
-                    account_id=account_id,
-                    http_status=result.http_status,
-                    outcome=result.outcome,
-                    at=workflow.now(),
-                    attempts=result.attempts,
-                )
-            )
+            self._evidence(progress, action.replace(" ", "-"), account_id, result)
 
         await asyncio.gather(*(one(account_id) for account_id in progress.accounts))
 
+    def _evidence(self, progress: SystemProgress, action: str, account_id: str | None, result: StepResult) -> None:
+        progress.evidence.append(
+            Evidence(
+                action=action,
+                account_id=account_id,
+                http_status=result.http_status,
+                outcome=result.outcome,
+                at=workflow.now(),
+                attempts=result.attempts,
+            )
+        )
 
-def _failure_message(exc: BaseException) -> str:
-    """The innermost failure's message: written by our activities, so free of personal data."""
-    while isinstance(exc, ActivityError) and exc.cause is not None:
-        exc = exc.cause
-    return str(exc)
+    # --- escalation ----------------------------------------------------------------------
+
+    async def _escalate(self, plan: SystemPlan, progress: SystemProgress, failure: BaseException) -> Decision | None:
+        """Hand the system to a person: record, notify, remind, and wait for their decision.
+        None when the case was cancelled meanwhile."""
+        kind, message = _classify(failure)
+        progress.stage, progress.error, progress.escalation = Stage.ESCALATED, message, kind
+        self._publish()
+        info = workflow.info()
+        event = EscalationEvent(
+            workflow_id=info.workflow_id,
+            run_id=info.run_id,
+            subject_ref=self._case.subject_ref,
+            system=plan.name,
+            kind=kind,
+            message=message,
+            opened_at=workflow.now(),
+        )
+        await self._record_escalation(event)
+        reminder = 0
+        self._notify(plan, kind, message, reminder)
+        while plan.name not in self._decisions and not self._cancelled:
+            try:
+                await workflow.wait_condition(
+                    lambda: plan.name in self._decisions or self._cancelled,
+                    timeout=self._until_next_reminder(),
+                    timeout_summary=f"remind the operators about {plan.name}",
+                )
+            except asyncio.TimeoutError:
+                reminder += 1
+                self._notify(plan, kind, message, reminder)
+        if plan.name not in self._decisions:
+            progress.stage = Stage.CANCELLED
+            return None
+        decision = self._decisions.pop(plan.name)
+        record = DecisionRecord(
+            action=decision.action,
+            operator=decision.operator,
+            note=decision.note,
+            at=workflow.now(),
+            system=plan.name,
+            account_id=decision.account_id,
+        )
+        self._progress.decisions.append(record)
+        progress.error, progress.escalation = None, None
+        self._evidence(progress, f"operator-{decision.action}", decision.account_id, StepResult(outcome="decided"))
+        await self._record_escalation(event.model_copy(update={"decision": record}))
+        progress.stage = Stage.PENDING
+        self._publish()
+        return decision
+
+    def _until_next_reminder(self) -> timedelta:
+        every = timedelta(seconds=self._case.escalation.remind_every_seconds)
+        warn_at = self._progress.deadline - timedelta(seconds=self._case.escalation.warn_before_seconds)
+        until_warning = warn_at - workflow.now()
+        # Wake at the warning point too, so the DPO hears of it on the day, not at the next reminder.
+        if timedelta(0) < until_warning < every:
+            return until_warning
+        return every
+
+    def _notify(self, plan: SystemPlan, kind: str, message: str, reminder: int) -> None:
+        """Fire and forget: a failing webhook is retried by Temporal and never blocks the case."""
+        warn_at = self._progress.deadline - timedelta(seconds=self._case.escalation.warn_before_seconds)
+        workflow.start_activity_method(
+            NotifyActivities.escalation,
+            EscalationNotice(
+                workflow_id=workflow.info().workflow_id,
+                subject_ref=self._case.subject_ref,
+                system=plan.name,
+                kind=kind,
+                message=message,
+                deadline=self._progress.deadline,
+                reminder=reminder,
+                to_dpo=workflow.now() >= warn_at,
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=NOTIFY_RETRY,
+            summary=f"notify: {plan.name} needs an operator" + (f" (reminder {reminder})" if reminder else ""),
+        )
+
+    async def _record_escalation(self, event: EscalationEvent) -> None:
+        await workflow.execute_activity_method(
+            LedgerActivities.record_escalation,
+            event,
+            start_to_close_timeout=LEDGER_TIMEOUT,
+            retry_policy=LEDGER_RETRY,
+            summary=f"ledger: escalation of {event.system}" + (" resolved" if event.decision else ""),
+        )
+
+
+def _classify(failure: BaseException) -> tuple[str, str]:
+    """The kind and message of the innermost failure: written by our activities, free of personal data."""
+    while isinstance(failure, ActivityError) and failure.cause is not None:
+        failure = failure.cause
+    if isinstance(failure, ApplicationError):
+        return failure.type or "Error", failure.message
+    # A timeout: retries or the confirmation deadline ran out.
+    return "Deadline", f"gave up waiting: {failure}"
+
+
