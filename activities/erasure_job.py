@@ -14,15 +14,14 @@ erases the same subject twice, which changes nothing; the workflow follows the j
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 from urllib.parse import quote
 
 import httpx
-from sqlalchemy import Engine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from activities.http_errors import raise_for_status, transport_error
+from activities.http_connector import HttpConnector
+from activities.http_errors import raise_for_status
 from lethe.case import SubjectInSystem
 from lethe.erasure_job import (
     JOB_ID,
@@ -37,51 +36,10 @@ from lethe.erasure_job import (
 from lethe.ledger import lookup_identifier
 
 
-class ErasureJobActivities:
+class ErasureJobActivities(HttpConnector[ErasureJobConfig]):
     """The erasure-job activities of one worker process, with one HTTP client per system."""
 
-    def __init__(self, systems: Mapping[str, ErasureJobConfig], ledger: Engine) -> None:
-        self._systems = dict(systems)
-        self._ledger = ledger
-        self._clients: dict[str, httpx.AsyncClient] = {}
-
-    def client(self, system: str) -> httpx.AsyncClient:
-        client = self._clients.get(system)
-        if client is None:
-            config = self._config(system)
-            token = config.read_token()
-            headers = {"Accept": "application/json"}
-            if token:
-                headers["Authorization"] = f"Bearer {token}"
-            client = httpx.AsyncClient(
-                base_url=config.base_url,
-                headers=headers,
-                timeout=config.timeout.total_seconds(),
-                limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
-            )
-            self._clients[system] = client
-        return client
-
-    async def aclose(self) -> None:
-        for client in self._clients.values():
-            await client.aclose()
-        self._clients.clear()
-
-    def _config(self, system: str) -> ErasureJobConfig:
-        try:
-            return self._systems[system]
-        except KeyError:
-            raise ApplicationError(
-                f"system {system!r} is not configured as an erasure-job system on this worker",
-                type="Config",
-                non_retryable=True,
-            ) from None
-
-    async def _request(self, system: str, action: str, method: str, url: str, **kwargs: object) -> httpx.Response:
-        try:
-            return await self.client(system).request(method, url, **kwargs)  # type: ignore[arg-type]
-        except httpx.TransportError as exc:
-            raise transport_error(exc, system, action) from None
+    kind = "erasure-job"
 
     @activity.defn(name="erasure_job.start")
     async def start(self, arg: SubjectInSystem) -> ErasureJobStarted:

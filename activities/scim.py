@@ -8,22 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
-from collections.abc import Mapping
 
 import httpx
 from scim2_models import Context, ListResponse, PatchOp, PatchOperation, User
-from sqlalchemy import Engine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.http_errors import raise_for_status, transport_error
+from activities.http_connector import HttpConnector
+from activities.http_errors import raise_for_status
 from lethe.case import AccountInSystem, FoundAccounts, StepResult, SubjectInSystem
 from lethe.ledger import lookup_identifier
 from lethe.settings import SystemConfig
 
 SCIM_JSON = "application/scim+json"
-logger = logging.getLogger(__name__)
 
 # How each match attribute is filtered (RFC 7644 §3.4.2.2) and compared (RFC 7643: userName
 # and email values are case-insensitive, externalId is case-exact).
@@ -49,49 +46,11 @@ def active_patch(active: bool) -> dict[str, object]:
     return patch.model_dump(scim_ctx=Context.RESOURCE_PATCH_REQUEST)
 
 
-class ScimActivities:
+class ScimActivities(HttpConnector[SystemConfig]):
     """The SCIM activities of one worker process, with one HTTP client per system."""
 
-    def __init__(self, systems: Mapping[str, SystemConfig], ledger: Engine) -> None:
-        self._systems = dict(systems)
-        self._ledger = ledger
-        self._clients: dict[str, httpx.AsyncClient] = {}
-
-    def client(self, system: str) -> httpx.AsyncClient:
-        client = self._clients.get(system)
-        if client is None:
-            config = self._config(system)
-            token = config.read_token()
-            headers = {"Accept": SCIM_JSON}
-            if token:
-                headers["Authorization"] = f"Bearer {token}"
-            client = httpx.AsyncClient(
-                base_url=config.base_url,
-                headers=headers,
-                timeout=config.timeout.total_seconds(),
-                limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
-            )
-            self._clients[system] = client
-        return client
-
-    async def aclose(self) -> None:
-        for client in self._clients.values():
-            await client.aclose()
-        self._clients.clear()
-
-    def _config(self, system: str) -> SystemConfig:
-        try:
-            return self._systems[system]
-        except KeyError:
-            raise ApplicationError(
-                f"system {system!r} is not configured on this worker", type="Config", non_retryable=True
-            ) from None
-
-    async def _request(self, system: str, action: str, method: str, url: str, **kwargs: object) -> httpx.Response:
-        try:
-            return await self.client(system).request(method, url, **kwargs)  # type: ignore[arg-type]
-        except httpx.TransportError as exc:
-            raise transport_error(exc, system, action) from None
+    kind = "SCIM"
+    accept = SCIM_JSON
 
     @activity.defn(name="scim.find")
     async def find(self, arg: SubjectInSystem) -> FoundAccounts:

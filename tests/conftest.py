@@ -11,7 +11,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from lethe.devstack import ScimServer, binary
 from lethe.logs import quiet_url_loggers
-from lethe.temporal import SEARCH_ATTRIBUTES
+from lethe.temporal import SEARCH_ATTRIBUTES, ensure_search_attributes
 from tests.support import TOKEN_ENV
 
 SYSTEM_NAMES = ("chat", "crm", "wiki")
@@ -25,6 +25,19 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         data_converter=pydantic_data_converter,
     )
     try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture
+async def skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    # One per test: a session-wide time-skipping server does not skip reliably.
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=binary("temporal-test-server"), data_converter=pydantic_data_converter
+    )
+    try:
+        await ensure_search_attributes(env.client)
         yield env
     finally:
         await env.shutdown()

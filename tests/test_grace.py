@@ -3,31 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from lethe.case import CaseStatus
-from lethe.devstack import ScimServer, binary
-from lethe.temporal import ensure_search_attributes
+from lethe.devstack import ScimServer
 from tests.support import forget, in_grace, make_settings, person, running_worker, wait_for
-
-
-@pytest.fixture
-async def skipping_env() -> AsyncIterator[WorkflowEnvironment]:
-    # One per test: a session-wide time-skipping server does not skip reliably.
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=binary("temporal-test-server"), data_converter=pydantic_data_converter
-    )
-    try:
-        await ensure_search_attributes(env.client)
-        yield env
-    finally:
-        await env.shutdown()
 
 
 async def test_thirty_day_grace_then_delete(
