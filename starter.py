@@ -8,6 +8,8 @@
     python starter.py approve ID --operator NAME [--note TEXT]
     python starter.py hold|release ID [--system NAME]      legal holds
     python starter.py rehire ID                            end a case in its grace period
+    python starter.py breaker status|release|allow ...      the deletion circuit breaker
+    python starter.py audit verify                         check the audit log's hash chain
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
+from lethe import audit, breaker
 from lethe.case import DECISION_ACTIONS, Approval, CaseProgress, CaseStatus, Decision, Reason, Stage
 from lethe.certificate import Certificate, to_markdown
 from lethe.durations import format_duration, parse_duration
@@ -236,6 +239,37 @@ async def cmd_certificate(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+async def cmd_breaker(args: argparse.Namespace, settings: Settings) -> int:
+    ledger = engine_for(settings.ledger.url)
+    if args.breaker_command == "status":
+        rows = breaker.status(ledger)
+        for scope, tripped, count, allowance in rows:
+            name = "fleet" if scope == breaker.FLEET else scope
+            print(f"{name:<16} {'TRIPPED' if tripped else 'closed':<8} {count} deletion(s) this hour, allowance +{allowance}")
+        if not rows:
+            print("no deletions yet: every breaker is closed")
+        return EXIT_OK
+    scope = breaker.FLEET if args.fleet else args.system
+    if scope != breaker.FLEET and scope not in {system.name for system in settings.systems}:
+        raise CliError(f"unknown system {scope!r}")
+    if args.breaker_command == "release":
+        breaker.release(ledger, scope, args.operator, args.note)
+        print(f"breaker for {scope} released by {args.operator}")
+    else:
+        try:
+            breaker.allow(ledger, scope, args.count, args.operator, args.note)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+        print(f"breaker for {scope}: {args.count} more deletion(s) allowed this hour by {args.operator}")
+    return EXIT_OK
+
+
+async def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    ok, summary = audit.verify(engine_for(settings.ledger.url))
+    print(f"audit log: {summary}" if ok else f"audit log BROKEN: {summary}")
+    return EXIT_OK if ok else EXIT_FAILED
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="lethe", description="Forget a person everywhere, and prove it.")
     commands = root.add_subparsers(dest="command", required=True)
@@ -273,6 +307,24 @@ def parser() -> argparse.ArgumentParser:
     rehire = commands.add_parser("rehire", help="end a case in its grace period without deleting anything")
     rehire.add_argument("id", type=identifier_arg)
     rehire.set_defaults(handler=cmd_signal)
+
+    breaker_parser = commands.add_parser("breaker", help="the deletion circuit breaker")
+    breaker_commands = breaker_parser.add_subparsers(dest="breaker_command", required=True)
+    breaker_commands.add_parser("status", help="deletions this hour, per system and fleet-wide")
+    for name, text in (("release", "close a tripped breaker: waiting deletions go on"), ("allow", "allow N more deletions this hour (a planned layoff)")):
+        command = breaker_commands.add_parser(name, help=text)
+        scope = command.add_mutually_exclusive_group(required=True)
+        scope.add_argument("--system")
+        scope.add_argument("--fleet", action="store_true", help="the fleet-wide breaker")
+        command.add_argument("--operator", required=True)
+        command.add_argument("--note", required=True)
+        if name == "allow":
+            command.add_argument("--count", type=int, required=True)
+    breaker_parser.set_defaults(handler=cmd_breaker)
+
+    audit_parser = commands.add_parser("audit", help="the append-only audit log")
+    audit_parser.add_argument("audit_command", choices=["verify"])
+    audit_parser.set_defaults(handler=cmd_audit)
 
     status = commands.add_parser("status", help="progress of one case")
     status.add_argument("id", type=identifier_arg, help="workflow id, subject ref, or the person's identifier")

@@ -16,6 +16,7 @@ from temporalio.worker import Worker
 
 from sqlalchemy import Engine
 
+from activities.breaker import BreakerActivities
 from activities.erasure_job import ErasureJobActivities
 from activities.ledger import LedgerActivities
 from activities.notify import NotifyActivities
@@ -63,6 +64,7 @@ def build_workers(client: Client, settings: Settings) -> tuple[list[Worker], Con
             workflows=[ForgetSubject],
             activities=[
                 *LedgerActivities(ledger, settings.certificate_key_bytes()).activities(),
+                *BreakerActivities(settings, ledger).activities(),
                 NotifyActivities(settings.escalation).escalation,
             ],
             graceful_shutdown_timeout=SHUTDOWN_GRACE,

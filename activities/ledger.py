@@ -8,7 +8,8 @@ import logging
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from lethe.case import CertifyInput, EscalationEvent, OpenCaseInput
+from lethe import audit as audit_log
+from lethe.case import AuditInput, CertifyInput, EscalationEvent, OpenCaseInput
 from lethe.certificate import Certificate, issue
 from lethe.ledger import CaseRecord, CertificateRecord, EscalationRecord, Tombstone, VaultEntry
 from temporalio import activity
@@ -74,6 +75,7 @@ class LedgerActivities:
             if vault is not None:
                 session.delete(vault)
             session.commit()
+        audit_log.append(self._ledger, "lethe", "case.certified", ref, workflow_id=arg.workflow_id, status=certificate.status)
         logger.info("certified case %s: %s", arg.workflow_id, certificate.status)
         return certificate
 
@@ -98,6 +100,7 @@ class LedgerActivities:
                 message=event.message,
                 opened_at=event.opened_at,
             )
+            new = record.id is None or (event.decision is not None and record.action is None)
             if event.decision is not None:
                 record.resolved_at = event.decision.at
                 record.action = event.decision.action
@@ -105,6 +108,24 @@ class LedgerActivities:
                 record.note = event.decision.note
             session.add(record)
             session.commit()
+        if new:  # a retried activity does not log twice
+            decision = event.decision
+            audit_log.append(
+                self._ledger,
+                decision.operator if decision else "lethe",
+                f"decision.{decision.action}" if decision else "escalation.opened",
+                event.subject_ref,
+                workflow_id=event.workflow_id,
+                system=event.system,
+                kind=event.kind,
+                note=decision.note if decision else event.message,
+            )
+
+    @activity.defn(name="ledger.audit")
+    async def audit(self, entry: AuditInput) -> None:
+        await asyncio.to_thread(
+            audit_log.append, self._ledger, entry.actor, entry.action, entry.subject_ref, workflow_id=entry.workflow_id, note=entry.note
+        )
 
     def activities(self) -> list[object]:
-        return [self.open_case, self.certify, self.record_escalation]
+        return [self.open_case, self.certify, self.record_escalation, self.audit]

@@ -36,6 +36,22 @@ def message(notice: EscalationNotice) -> dict[str, object]:
     return {"text": text, **notice.model_dump(mode="json"), "resolve": resolve_command(notice)}
 
 
+async def post_to_all(urls: list[str], payload: dict[str, object]) -> int:
+    """POST the payload to every URL; returns how many failed (logged by index: URLs are secrets)."""
+    failures = 0
+    async with httpx.AsyncClient(timeout=10) as client:
+        for index, url in enumerate(urls):
+            try:
+                response = await client.post(url, json=payload)
+                if response.status_code >= 300:
+                    failures += 1
+                    logger.warning("webhook #%d answered HTTP %d", index, response.status_code)
+            except httpx.TransportError as exc:
+                failures += 1
+                logger.warning("webhook #%d unreachable: %s", index, type(exc).__name__)
+    return failures
+
+
 class NotifyActivities:
     def __init__(self, settings: EscalationSettings) -> None:
         self._settings = settings
@@ -46,17 +62,7 @@ class NotifyActivities:
         targets = list(self._settings.webhooks)
         if notice.to_dpo:
             targets += self._settings.dpo_webhooks
-        failures = 0
-        async with httpx.AsyncClient(timeout=10) as client:
-            for index, url in enumerate(targets):
-                try:
-                    response = await client.post(url, json=message(notice))
-                    if response.status_code >= 300:
-                        failures += 1
-                        logger.warning("escalation webhook #%d answered HTTP %d", index, response.status_code)
-                except httpx.TransportError as exc:
-                    failures += 1
-                    logger.warning("escalation webhook #%d unreachable: %s", index, type(exc).__name__)
+        failures = await post_to_all(targets, message(notice))
         if failures:
             raise ApplicationError(f"{failures} of {len(targets)} escalation webhook(s) failed", type="WebhookFailed")
         return len(targets)

@@ -21,6 +21,7 @@ class CaseStatus(StrEnum):
     GRACE = "grace"
     ERASING = "erasing"
     ESCALATED = "escalated"  # at least one system waits for an operator's decision
+    PAUSED_BY_BREAKER = "paused-by-breaker"  # deletions wait for the circuit breaker
     COMPLETED = "completed"  # every system confirmed, not-found, or decided by an operator
     CANCELLED = "cancelled"  # rehired during the grace period: nothing was deleted
     ABORTED = "aborted"  # cancelled by an operator in Temporal
@@ -32,6 +33,7 @@ class Stage(StrEnum):
     REVOKING = "revoking"
     REVOKED = "revoked"
     ON_HOLD = "on-hold"
+    PAUSED = "paused-by-breaker"
     ERASING = "erasing"
     CONFIRMING = "confirming"
     ESCALATED = "escalated"
@@ -70,6 +72,7 @@ class ForgetInput(BaseModel):
     grace_seconds: float = Field(ge=0)
     deadline_seconds: float = Field(default=30 * 86400, gt=0)
     needs_approval: bool = False
+    breaker_poll_seconds: float = Field(default=30, gt=0)
     escalation: EscalationPlan = EscalationPlan()
     systems: list[SystemPlan]
 
@@ -199,6 +202,23 @@ class EscalationEvent(BaseModel):
     message: str
     opened_at: datetime
     decision: DecisionRecord | None = None
+
+
+class AuditInput(BaseModel):
+    actor: str
+    action: str
+    subject_ref: str
+    workflow_id: str
+    note: str = ""
+
+
+class PermitRequest(BaseModel):
+    """May this deletion go ahead? `key` makes a retried request count once."""
+
+    system: str
+    key: str
+    wait: bool = False  # fail retryably (polled) until granted
+    waiting_since: datetime | None = None  # when first held back: a release lets it through
 
 
 class CertifyInput(BaseModel):

@@ -42,6 +42,7 @@ class SystemBase(Section):
     token_file: Path | None = None
     rate_limit: float = Field(default=50, gt=0, description="requests per second, fleet-wide")
     timeout: Duration = timedelta(seconds=15)
+    max_deletions_per_hour: int | None = Field(default=None, gt=0, description="overrides [safety]")
 
     @property
     def base_url(self) -> str:

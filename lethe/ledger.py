@@ -18,6 +18,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(moment: datetime) -> datetime:
+    """The same instant in UTC, so that a value hashed before and after a database round trip
+    (which may change its zone, or drop it on SQLite) reads the same."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 class VaultEntry(SQLModel, table=True):
     __tablename__ = "vault"
 
@@ -65,6 +71,43 @@ class EscalationRecord(SQLModel, table=True):
     action: str | None = None
     operator: str | None = None
     note: str | None = None
+
+
+class AuditEntry(SQLModel, table=True):
+    """One line of the append-only audit log (see lethe.audit)."""
+
+    __tablename__ = "audit_log"
+
+    seq: int = Field(primary_key=True)  # unique: two writers cannot both append entry n
+    at: datetime
+    actor: str
+    action: str
+    subject_ref: str | None = Field(default=None, max_length=64)
+    detail: str
+    prev_hash: str
+    hash: str
+
+
+class DeletionPermit(SQLModel, table=True):
+    """One deletion the circuit breaker let through; counted over a rolling window."""
+
+    __tablename__ = "deletion_permits"
+
+    key: str = Field(primary_key=True)  # run id, system, account: a retried permit is not counted twice
+    system: str = Field(index=True)
+    granted_at: datetime = Field(index=True)
+    waived: bool = False  # let through by a release: not counted against the threshold
+
+
+class BreakerState(SQLModel, table=True):
+    """A breaker per system, and one for the fleet (scope "*")."""
+
+    __tablename__ = "breakers"
+
+    scope: str = Field(primary_key=True)
+    tripped_at: datetime | None = None
+    released_at: datetime | None = None  # deletions waiting since before this go ahead
+    allowance: int = 0  # extra deletions allowed by an operator (a planned layoff)
 
 
 class Tombstone(SQLModel, table=True):

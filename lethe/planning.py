@@ -41,6 +41,7 @@ def forget_input(
         grace_seconds=(grace if grace is not None else default_grace(settings, reason)).total_seconds(),
         deadline_seconds=settings.policy.deadline.total_seconds(),
         needs_approval=reason is Reason.ERASURE_REQUEST and settings.policy.erasure_requests_need_approval,
+        breaker_poll_seconds=settings.safety.breaker_poll.total_seconds(),
         escalation=EscalationPlan(
             remind_every_seconds=settings.escalation.remind_every.total_seconds(),
             warn_before_seconds=settings.escalation.warn_before.total_seconds(),

@@ -80,9 +80,37 @@ class EscalationSettings(Section):
         return urls
 
 
+class SafetySettings(Section):
+    """The deletion circuit breaker's thresholds (a system may set its own)."""
+
+    max_deletions_per_hour: int = Field(default=500, gt=0)
+    fleet_max_deletions_per_hour: int = Field(default=2000, gt=0)
+    breaker_poll: Duration = timedelta(seconds=30)
+
+
 class PolicySettings(Section):
     deadline: Duration = timedelta(days=30)  # GDPR Art. 12(3): one month
     erasure_requests_need_approval: bool = False
+
+
+class IntakeSettings(Section):
+    """The intake HTTP service (`starter.py serve`) and bulk offboarding (`starter.py bulk`).
+
+    Secrets are named, never written here: each comes from an environment variable or a file."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8788, ge=1, le=65535)
+    signing_secret_env: str | None = None  # HMAC-SHA256 key of POST /events
+    signing_secret_file: Path | None = None
+    bearer_tokens_env: str | None = None  # comma-separated; POST /events and /scim/v2
+    bearer_tokens_file: Path | None = None  # one token a line
+    okta_secret_env: str | None = None  # the Authorization header value of Okta event hooks
+    okta_secret_file: Path | None = None
+    replay_window: Duration = timedelta(minutes=5)
+    dedupe_window: Duration = timedelta(hours=24)  # how long an idempotency key is remembered
+    max_body: int = Field(default=65536, ge=1024, le=16 * 1024 * 1024)
+    scim_identifier: Literal["userName", "emails", "externalId"] = "userName"
+    bulk_rate: float = Field(default=20, gt=0, le=10000)  # cases started per second
 
 
 class Settings(BaseSettings):
@@ -98,6 +126,8 @@ class Settings(BaseSettings):
     grace: GraceSettings = GraceSettings()
     escalation: EscalationSettings = EscalationSettings()
     policy: PolicySettings = PolicySettings()
+    safety: SafetySettings = SafetySettings()
+    intake: IntakeSettings = IntakeSettings()
     systems: list[AnySystem] = []
     pepper: SecretStr | None = None
     pepper_file: Path | None = None

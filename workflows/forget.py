@@ -12,9 +12,11 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.breaker import BreakerActivities
     from activities.erasure_job import ErasureJobActivities
     from activities.ledger import LedgerActivities
     from activities.notify import NotifyActivities
@@ -24,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         FINAL_OK,
         AccountInSystem,
         Approval,
+        AuditInput,
         CaseProgress,
         CaseStatus,
         CertifyInput,
@@ -34,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         Evidence,
         ForgetInput,
         OpenCaseInput,
+        PermitRequest,
         Stage,
         StepResult,
         SubjectInSystem,
@@ -192,6 +196,21 @@ class ForgetSubject:
             self._phase = CaseStatus.AWAITING_APPROVAL
             self._publish()
             await workflow.wait_condition(lambda: self._approved or self._cancelled)
+            if self._approved:
+                approval = self._progress.decisions[-1]
+                await workflow.execute_activity_method(
+                    LedgerActivities.audit,
+                    AuditInput(
+                        actor=approval.operator,
+                        action="decision.approve",
+                        subject_ref=self._case.subject_ref,
+                        workflow_id=workflow.info().workflow_id,
+                        note=approval.note,
+                    ),
+                    start_to_close_timeout=LEDGER_TIMEOUT,
+                    retry_policy=LEDGER_RETRY,
+                    summary="ledger: approval",
+                )
         self._phase = CaseStatus.RUNNING
         self._publish()
 
@@ -213,8 +232,11 @@ class ForgetSubject:
         """Status and pending systems as search attributes and UI details, when they change."""
         pending = self._progress.pending
         status = self._phase
-        if pending and status not in (CaseStatus.COMPLETED, CaseStatus.CANCELLED, CaseStatus.ABORTED):
-            status = CaseStatus.ESCALATED
+        if status not in (CaseStatus.COMPLETED, CaseStatus.CANCELLED, CaseStatus.ABORTED):
+            if pending:
+                status = CaseStatus.ESCALATED
+            elif any(system.stage is Stage.PAUSED for system in self._progress.systems):
+                status = CaseStatus.PAUSED_BY_BREAKER
         self._progress.status = status
         stages = ", ".join(f"{system.name} {system.stage.value}" for system in self._progress.systems)
         workflow.set_current_details(f"**{status.value}**: {stages}")
@@ -271,6 +293,8 @@ class ForgetSubject:
             await self._each_account(plan, progress, ScimActivities.confirm_inactive, "confirm inactive", poll=True)
             progress.stage = Stage.CONFIRMED
             return
+        for account_id in progress.accounts:
+            await self._permit(plan, progress, account_id)
         progress.stage = Stage.ERASING
         await self._each_account(plan, progress, ScimActivities.delete, "delete")
         progress.stage = Stage.CONFIRMING
@@ -294,6 +318,7 @@ class ForgetSubject:
         if not await self._wait_to_erase(plan, progress):
             progress.stage = Stage.CANCELLED
             return
+        await self._permit(plan, progress, "erasure-job")
         progress.stage = Stage.ERASING
         started = await on_system(
             plan,
@@ -332,6 +357,30 @@ class ForgetSubject:
             self._publish()
             await workflow.wait_condition(lambda: not self._held(plan.name) or self._cancelled)
         return not self._cancelled
+
+    async def _permit(self, plan: SystemPlan, progress: SystemProgress, target: str) -> None:
+        """Ask the deletion circuit breaker; while it is open, wait (polled) for an operator."""
+        request = PermitRequest(system=plan.name, key=f"{workflow.info().run_id}:{plan.name}:{target}")
+        if await self._breaker(request, "ask the deletion circuit breaker", plan):
+            return
+        stage, progress.stage = progress.stage, Stage.PAUSED
+        self._publish()
+        waiting = request.model_copy(update={"wait": True, "waiting_since": workflow.now()})
+        await self._breaker(waiting, "wait for the circuit breaker", plan)
+        progress.stage = stage
+        self._publish()
+
+    async def _breaker(self, request: PermitRequest, summary: str, plan: SystemPlan) -> bool:
+        poll = timedelta(seconds=self._case.breaker_poll_seconds)
+        return await workflow.execute_activity_method(
+            BreakerActivities.permit,
+            request,
+            start_to_close_timeout=LEDGER_TIMEOUT,
+            retry_policy=RetryPolicy(initial_interval=poll, backoff_coefficient=1.0, maximum_attempts=0)
+            if request.wait
+            else LEDGER_RETRY,
+            summary=f"{summary} for {plan.name}",
+        )
 
     def _held(self, system: str) -> bool:
         return system in self._progress.holds or ALL_SYSTEMS in self._progress.holds
