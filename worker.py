@@ -16,6 +16,7 @@ from temporalio.worker import Worker
 
 from sqlalchemy import Engine
 
+from activities.anonymize import AnonymizeActivities
 from activities.breaker import BreakerActivities
 from activities.erasure_job import ErasureJobActivities
 from activities.ledger import LedgerActivities
@@ -33,9 +34,11 @@ SHUTDOWN_GRACE = timedelta(seconds=10)
 
 
 class Connectors:
-    """The activities of every connector kind in this process, each with its HTTP clients."""
+    """The activities that reach other systems from this process, each kind with its clients."""
 
     def __init__(self, settings: Settings, ledger: Engine) -> None:
+        # Connects to every residual store and checks its tables and columns: bad config stops here.
+        self.residual = AnonymizeActivities(settings.residual, ledger, settings.pepper_bytes())
         self.scim = ScimActivities(
             {s.name: s for s in settings.systems if isinstance(s, SystemConfig)}, ledger
         )
@@ -49,6 +52,7 @@ class Connectors:
     async def aclose(self) -> None:
         await self.scim.aclose()
         await self.erasure_job.aclose()
+        self.residual.dispose()
 
 
 def build_workers(client: Client, settings: Settings) -> tuple[list[Worker], Connectors]:
@@ -65,6 +69,7 @@ def build_workers(client: Client, settings: Settings) -> tuple[list[Worker], Con
             activities=[
                 *LedgerActivities(ledger, settings.certificate_key_bytes()).activities(),
                 *BreakerActivities(settings, ledger).activities(),
+                *connectors.residual.activities(),
                 NotifyActivities(settings.escalation).escalation,
             ],
             graceful_shutdown_timeout=SHUTDOWN_GRACE,
@@ -81,6 +86,14 @@ def build_workers(client: Client, settings: Settings) -> tuple[list[Worker], Con
             )
         )
     return workers, connectors
+
+
+def check_startup(settings: Settings) -> None:
+    """Everything config can get wrong that only shows when used: secrets, residual tables."""
+    settings.certificate_key_bytes()
+    for system in settings.systems:
+        system.read_token()
+    AnonymizeActivities(settings.residual, engine_for(settings.ledger.url), settings.pepper_bytes()).dispose()
 
 
 async def run(settings: Settings) -> None:
@@ -105,9 +118,7 @@ def main() -> None:
     configure_logging()
     try:
         settings = load_settings()
-        settings.certificate_key_bytes()
-        for system in settings.systems:
-            system.read_token()
+        check_startup(settings)
     except ConfigError as exc:
         print(f"lethe: config error: {exc}", file=sys.stderr)
         exit_now(2)

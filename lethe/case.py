@@ -75,6 +75,7 @@ class ForgetInput(BaseModel):
     breaker_poll_seconds: float = Field(default=30, gt=0)
     escalation: EscalationPlan = EscalationPlan()
     systems: list[SystemPlan]
+    residual_stores: list[str] = []  # anonymized once every system is done
 
 
 class Evidence(BaseModel):
@@ -86,6 +87,7 @@ class Evidence(BaseModel):
     outcome: str
     at: datetime
     attempts: int = 1
+    count: int | None = None  # rows, for residual stores
 
 
 class Decision(BaseModel):
@@ -135,14 +137,16 @@ class CaseProgress(BaseModel):
     grace_until: datetime | None = None
     holds: list[str] = []
     systems: list[SystemProgress]
+    residual: list[SystemProgress] = []
     decisions: list[DecisionRecord] = []
 
     def system(self, name: str) -> SystemProgress | None:
-        return next((system for system in self.systems if system.name == name), None)
+        """A connected system or a residual store: an operator resolves either by name."""
+        return next((part for part in self.systems + self.residual if part.name == name), None)
 
     @property
     def pending(self) -> list[str]:
-        return [system.name for system in self.systems if system.stage is Stage.ESCALATED]
+        return [part.name for part in self.systems + self.residual if part.stage is Stage.ESCALATED]
 
 
 # --- activity arguments and results -------------------------------------------------------

@@ -9,7 +9,7 @@ from datetime import datetime
 
 from pydantic import BaseModel
 
-from lethe.case import FINAL_OK, CaseProgress, DecisionRecord, Evidence
+from lethe.case import FINAL_OK, CaseProgress, DecisionRecord, Evidence, SystemProgress
 
 class SystemOutcome(BaseModel):
     name: str
@@ -30,6 +30,7 @@ class Certificate(BaseModel):
     deadline: datetime
     deadline_met: bool
     systems: list[SystemOutcome]
+    residual: list[SystemOutcome] = []
     decisions: list[DecisionRecord] = []
     issuer: str = "lethe"
     signature: str = ""
@@ -48,7 +49,9 @@ class Certificate(BaseModel):
     @property
     def all_confirmed(self) -> bool:
         """Every system confirmed, not-found, or closed by an operator's recorded decision."""
-        return self.status == "completed" and all(system.outcome in FINAL_OK for system in self.systems)
+        return self.status == "completed" and all(
+            part.outcome in FINAL_OK for part in self.systems + self.residual
+        )
 
 
 def _sign(key: bytes, body: bytes) -> str:
@@ -67,19 +70,17 @@ def issue(progress: CaseProgress, workflow_id: str, run_id: str, completed_at: d
         completed_at=completed_at,
         deadline=deadline,
         deadline_met=completed_at <= deadline,
-        systems=[
-            SystemOutcome(
-                name=system.name,
-                outcome=system.stage.value,
-                accounts=system.accounts,
-                evidence=system.evidence,
-                error=system.error,
-            )
-            for system in progress.systems
-        ],
+        systems=[_outcome(system) for system in progress.systems],
+        residual=[_outcome(store) for store in progress.residual],
         decisions=progress.decisions,
     )
     return certificate.signed(key)
+
+
+def _outcome(part: SystemProgress) -> SystemOutcome:
+    return SystemOutcome(
+        name=part.name, outcome=part.stage.value, accounts=part.accounts, evidence=part.evidence, error=part.error
+    )
 
 
 def to_markdown(certificate: Certificate) -> str:
@@ -104,6 +105,11 @@ def to_markdown(certificate: Certificate) -> str:
         if system.error:
             evidence = f"{evidence}; error: {system.error}" if evidence else f"error: {system.error}"
         lines.append(f"| {system.name} | {system.outcome} | {len(system.accounts)} | {evidence} |")
+    if certificate.residual:
+        lines += ["", "## Residual records anonymized", "", "| Store | Outcome | Rows |", "|---|---|---|"]
+        for store in certificate.residual:
+            rows = sum(item.count or 0 for item in store.evidence if item.action == "anonymize")
+            lines.append(f"| {store.name} | {store.outcome} | {rows} |")
     if certificate.decisions:
         lines += ["", "## Decisions", "", "| When | Operator | Action | System | Note |", "|---|---|---|---|---|"]
         for decision in certificate.decisions:

@@ -47,4 +47,5 @@ def forget_input(
             warn_before_seconds=settings.escalation.warn_before.total_seconds(),
         ),
         systems=system_plans(settings),
+        residual_stores=[store.name for store in settings.residual],
     )

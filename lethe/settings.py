@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import tomllib
 from contextvars import ContextVar
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -24,6 +25,7 @@ from pydantic_settings import (
 
 from lethe.config_types import ConfigError, ConfirmPolicy, Duration, Section, SystemBase
 from lethe.erasure_job import ErasureJobConfig
+from lethe.residual import ResidualStore, unique_store_names
 
 __all__ = ["ConfigError", "ConfirmPolicy", "Duration", "ErasureJobConfig", "Settings", "SystemConfig", "load_settings"]
 
@@ -129,6 +131,7 @@ class Settings(BaseSettings):
     safety: SafetySettings = SafetySettings()
     intake: IntakeSettings = IntakeSettings()
     systems: list[AnySystem] = []
+    residual: list[ResidualStore] = []
     pepper: SecretStr | None = None
     pepper_file: Path | None = None
     certificate_key: SecretStr | None = None
@@ -142,6 +145,19 @@ class Settings(BaseSettings):
                 raise ValueError(f"system name {system.name!r} is used twice")
             seen.add(system.name)
         return systems
+
+    @field_validator("residual")
+    @classmethod
+    def _unique_residual(cls, stores: list[ResidualStore]) -> list[ResidualStore]:
+        return unique_store_names(stores)
+
+    @model_validator(mode="after")
+    def _distinct_names(self) -> Settings:
+        # Operators name either kind in `resolve --system NAME`: one name must mean one thing.
+        clash = {s.name for s in self.systems} & {r.name for r in self.residual}
+        if clash:
+            raise ValueError(f"name {sorted(clash)[0]!r} is used by a system and a residual store")
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -182,16 +198,17 @@ class Settings(BaseSettings):
         return hmac.new(self.pepper_bytes(), b"lethe certificate key", hashlib.sha256).digest()
 
 
-def _describe(error: dict[str, Any], data_systems: list[Any] | None) -> str:
+def _describe(error: dict[str, Any], raw: dict[str, Any]) -> str:
     location = list(error["loc"])
     if len(location) >= 3 and location[0] == "systems" and location[2] in ("scim", "erasure-job"):
         del location[2]  # the union's tag adds nothing the system's name does not say
-    # Name a system by its name rather than its index: "systems[chat].match".
-    if len(location) >= 2 and location[0] == "systems" and isinstance(location[1], int):
+    # Name a list entry by its name rather than its index: "systems[chat].match".
+    if len(location) >= 2 and location[0] in ("systems", "residual") and isinstance(location[1], int):
+        entries = raw.get(location[0])
         name = None
-        if data_systems and location[1] < len(data_systems) and isinstance(data_systems[location[1]], dict):
-            name = data_systems[location[1]].get("name")
-        location[:2] = [f"systems[{name if name else location[1]}]"]
+        if isinstance(entries, list) and location[1] < len(entries) and isinstance(entries[location[1]], dict):
+            name = entries[location[1]].get("name")
+        location[:2] = [f"{location[0]}[{name if name else location[1]}]"]
     field = ".".join(str(part) for part in location) or "config"
     message = error["msg"]
     if error["type"] == "extra_forbidden":
@@ -214,18 +231,16 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
         return Settings(**overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise ConfigError(_describe(first, _raw_systems(path))) from None
+        raise ConfigError(_describe(first, _raw_config(path))) from None
     except ValueError as exc:  # a TOML syntax error surfaces here
         raise ConfigError(f"config: {exc}") from None
     finally:
         _config_file.reset(token)
 
 
-def _raw_systems(path: Path | None) -> list[Any] | None:
-    import tomllib
-
+def _raw_config(path: Path | None) -> dict[str, Any]:
     file = path or Path(os.environ.get("LETHE_CONFIG", DEFAULT_CONFIG_FILE))
     try:
-        return tomllib.loads(file.read_text()).get("systems")
+        return tomllib.loads(file.read_text())
     except (OSError, ValueError):
-        return None
+        return {}

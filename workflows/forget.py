@@ -9,6 +9,7 @@ operators and waits for their decision (retry, confirm by hand, skip) on that sy
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from temporalio import workflow
@@ -16,6 +17,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.anonymize import AnonymizeActivities
     from activities.breaker import BreakerActivities
     from activities.erasure_job import ErasureJobActivities
     from activities.ledger import LedgerActivities
@@ -46,8 +48,9 @@ with workflow.unsafe.imports_passed_through():
     )
     from lethe.certificate import Certificate
     from lethe.erasure_job import ErasureJobRef
+    from lethe.residual import AnonymizeInput
     from lethe.temporal import DEADLINE, PENDING_SYSTEMS, STATUS
-    from workflows.steps import LEDGER_RETRY, LEDGER_TIMEOUT, NOTIFY_RETRY, on_system
+    from workflows.steps import LEDGER_RETRY, LEDGER_TIMEOUT, NOTIFY_RETRY, STEP_RETRY, on_system
 
 ALL_SYSTEMS = "*"
 
@@ -161,6 +164,12 @@ class ForgetSubject:
                 ]
                 await self._grace_period(timedelta(seconds=case.grace_seconds))
                 await asyncio.gather(*pipelines)
+                if not self._cancelled:
+                    # Residual records last: they are kept, so they wait until every account is gone.
+                    self._progress.residual = [SystemProgress(name=store) for store in case.residual_stores]
+                    await asyncio.gather(
+                        *(self._anonymize(part.name, part) for part in self._progress.residual)
+                    )
         except asyncio.CancelledError:
             # Cancelled by an operator: still certify what happened and destroy the identifier.
             self._phase = CaseStatus.ABORTED
@@ -253,16 +262,23 @@ class ForgetSubject:
     # --- one system ------------------------------------------------------------------------
 
     async def _system(self, plan: SystemPlan, progress: SystemProgress) -> None:
+        async def attempt(chosen_account: str | None) -> None:
+            if plan.kind == "erasure-job":
+                await self._erasure_job(plan, progress)
+            else:
+                await self._scim(plan, progress, chosen_account)
+
+        await self._until_decided(progress, attempt)
+
+    async def _until_decided(self, progress: SystemProgress, attempt: Callable[[str | None], Awaitable[None]]) -> None:
+        """Run a part of the case; when it fails, escalate and do what the operator decides."""
         chosen_account: str | None = None
         while True:
             try:
-                if plan.kind == "erasure-job":
-                    await self._erasure_job(plan, progress)
-                else:
-                    await self._scim(plan, progress, chosen_account)
+                await attempt(chosen_account)
                 return
             except (ActivityError, ApplicationError) as failure:
-                decision = await self._escalate(plan, progress, failure)
+                decision = await self._escalate(progress, failure)
                 if decision is None:
                     return
                 if decision.action == "retry":
@@ -271,6 +287,24 @@ class ForgetSubject:
                 progress.stage = Stage.CONFIRMED_BY_OPERATOR if decision.action == "confirm" else Stage.SKIPPED
                 self._publish()
                 return
+
+    async def _anonymize(self, store: str, progress: SystemProgress) -> None:
+        async def attempt(_: str | None) -> None:
+            progress.stage = Stage.ERASING
+            counts = await workflow.execute_activity_method(
+                AnonymizeActivities.anonymize,
+                AnonymizeInput(store=store, subject_ref=self._case.subject_ref),
+                start_to_close_timeout=timedelta(hours=1),
+                heartbeat_timeout=timedelta(minutes=1),
+                retry_policy=STEP_RETRY,
+                summary=f"anonymize residual records in {store}",
+            )
+            progress.evidence.append(
+                Evidence(action="anonymize", outcome=f"{counts.batches} batch(es)", at=workflow.now(), count=counts.rows)
+            )
+            progress.stage = Stage.CONFIRMED
+
+        await self._until_decided(progress, attempt)
 
     async def _scim(self, plan: SystemPlan, progress: SystemProgress, chosen_account: str | None) -> None:
         if chosen_account:
@@ -419,7 +453,7 @@ class ForgetSubject:
 
     # --- escalation ----------------------------------------------------------------------
 
-    async def _escalate(self, plan: SystemPlan, progress: SystemProgress, failure: BaseException) -> Decision | None:
+    async def _escalate(self, progress: SystemProgress, failure: BaseException) -> Decision | None:
         """Hand the system to a person: record, notify, remind, and wait for their decision.
         None when the case was cancelled meanwhile."""
         kind, message = _classify(failure)
@@ -430,34 +464,34 @@ class ForgetSubject:
             workflow_id=info.workflow_id,
             run_id=info.run_id,
             subject_ref=self._case.subject_ref,
-            system=plan.name,
+            system=progress.name,
             kind=kind,
             message=message,
             opened_at=workflow.now(),
         )
         await self._record_escalation(event)
         reminder = 0
-        self._notify(plan, kind, message, reminder)
-        while plan.name not in self._decisions and not self._cancelled:
+        self._notify(progress.name, kind, message, reminder)
+        while progress.name not in self._decisions and not self._cancelled:
             try:
                 await workflow.wait_condition(
-                    lambda: plan.name in self._decisions or self._cancelled,
+                    lambda: progress.name in self._decisions or self._cancelled,
                     timeout=self._until_next_reminder(),
-                    timeout_summary=f"remind the operators about {plan.name}",
+                    timeout_summary=f"remind the operators about {progress.name}",
                 )
             except asyncio.TimeoutError:
                 reminder += 1
-                self._notify(plan, kind, message, reminder)
-        if plan.name not in self._decisions:
+                self._notify(progress.name, kind, message, reminder)
+        if progress.name not in self._decisions:
             progress.stage = Stage.CANCELLED
             return None
-        decision = self._decisions.pop(plan.name)
+        decision = self._decisions.pop(progress.name)
         record = DecisionRecord(
             action=decision.action,
             operator=decision.operator,
             note=decision.note,
             at=workflow.now(),
-            system=plan.name,
+            system=progress.name,
             account_id=decision.account_id,
         )
         self._progress.decisions.append(record)
@@ -477,7 +511,7 @@ class ForgetSubject:
             return until_warning
         return every
 
-    def _notify(self, plan: SystemPlan, kind: str, message: str, reminder: int) -> None:
+    def _notify(self, name: str, kind: str, message: str, reminder: int) -> None:
         """Fire and forget: a failing webhook is retried by Temporal and never blocks the case."""
         warn_at = self._progress.deadline - timedelta(seconds=self._case.escalation.warn_before_seconds)
         workflow.start_activity_method(
@@ -485,7 +519,7 @@ class ForgetSubject:
             EscalationNotice(
                 workflow_id=workflow.info().workflow_id,
                 subject_ref=self._case.subject_ref,
-                system=plan.name,
+                system=name,
                 kind=kind,
                 message=message,
                 deadline=self._progress.deadline,
@@ -494,7 +528,7 @@ class ForgetSubject:
             ),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=NOTIFY_RETRY,
-            summary=f"notify: {plan.name} needs an operator" + (f" (reminder {reminder})" if reminder else ""),
+            summary=f"notify: {name} needs an operator" + (f" (reminder {reminder})" if reminder else ""),
         )
 
     async def _record_escalation(self, event: EscalationEvent) -> None:
