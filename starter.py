@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import uuid
 from datetime import UTC, datetime, timedelta
 
 from temporalio.client import (
@@ -31,7 +32,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from lethe import audit, breaker
-from lethe.case import DECISION_ACTIONS, Approval, CaseProgress, CaseStatus, Decision, Reason, Stage
+from lethe.case import DECISION_ACTIONS, Approval, DryRunReport, CaseProgress, CaseStatus, Decision, Reason, Stage
 from lethe.certificate import Certificate, to_markdown
 from lethe.durations import format_duration, parse_duration
 from lethe.ledger import engine_for, latest_certificate, note_reappearance, store_identifier
@@ -41,6 +42,7 @@ from lethe.process import exit_now
 from lethe.settings import ConfigError, Settings, load_settings
 from lethe.subject import is_subject_ref, normalize_identifier, ref_from_workflow_id, subject_ref, workflow_id
 from lethe.temporal import DEADLINE, PENDING_SYSTEMS, STATUS, SUBJECT_REF, connect
+from workflows.dry_run import DryRun
 from workflows.forget import ForgetSubject
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ESCALATED = 0, 1, 2, 3
@@ -120,8 +122,32 @@ def print_progress(progress: CaseProgress, wf_id: str, settings: Settings) -> No
     print(f"  {settings.temporal.workflow_link(wf_id)}")
 
 
+async def dry_run(client: Client, settings: Settings, identifier: str, reason: Reason) -> DryRunReport:
+    """What forgetting would do, changing nothing; the identifier is destroyed afterwards."""
+    ref = subject_ref(settings.pepper_bytes(), identifier)
+    store_identifier(engine_for(settings.ledger.url), ref, identifier.strip())
+    return await client.execute_workflow(
+        DryRun.run,
+        forget_input(settings, ref, reason, datetime.now(UTC)),
+        id=f"dryrun-{ref}-{uuid.uuid4().hex[:8]}",
+        task_queue=settings.temporal.task_queue,
+        static_summary=f"Dry run for subject {ref[:12]}…: reads only",
+    )
+
+
+def print_dry_run(report: DryRunReport) -> None:
+    print(f"dry run for subject {report.subject_ref}: nothing was changed")
+    for part in report.systems + report.residual:
+        count = "" if part.count is None else f"{part.count} {'row(s)' if part in report.residual else 'account(s)'}"
+        would = ", ".join(part.would) if part.would else "nothing"
+        print(f"  {part.name:<16} {count:<14} would: {would}" + (f"  ({part.note})" if part.note else ""))
+
+
 async def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
     client = await connect(settings.temporal)
+    if args.dry_run:
+        print_dry_run(await dry_run(client, settings, args.identifier, Reason(args.reason)))
+        return EXIT_OK
     handle = await start_case(client, settings, args.identifier, Reason(args.reason), args.grace)
     print(handle.id)
     print(f"watch: {settings.temporal.workflow_link(handle.id)}")
@@ -279,6 +305,7 @@ def parser() -> argparse.ArgumentParser:
     forget.add_argument("--reason", required=True, choices=[reason.value for reason in Reason])
     forget.add_argument("--grace", type=duration_arg, help="override the reason's grace period, e.g. 30d, 12h, 0")
     forget.add_argument("--wait", action="store_true", help="wait for the certificate")
+    forget.add_argument("--dry-run", action="store_true", help="show what would be done, change nothing")
     forget.set_defaults(handler=cmd_forget)
 
     escalations = commands.add_parser("escalations", help="list the cases waiting for an operator")

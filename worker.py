@@ -28,6 +28,7 @@ from lethe.planning import system_task_queue
 from lethe.process import exit_now
 from lethe.settings import ConfigError, ErasureJobConfig, Settings, SystemConfig, load_settings
 from lethe.temporal import connect, ensure_search_attributes
+from workflows.dry_run import DryRun
 from workflows.forget import ForgetSubject
 
 SHUTDOWN_GRACE = timedelta(seconds=10)
@@ -65,7 +66,7 @@ def build_workers(client: Client, settings: Settings) -> tuple[list[Worker], Con
         Worker(
             client,
             task_queue=settings.temporal.task_queue,
-            workflows=[ForgetSubject],
+            workflows=[ForgetSubject, DryRun],
             activities=[
                 *LedgerActivities(ledger, settings.certificate_key_bytes()).activities(),
                 *BreakerActivities(settings, ledger).activities(),

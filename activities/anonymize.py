@@ -46,16 +46,26 @@ class AnonymizeActivities:
         for anonymizer in self._anonymizers.values():
             anonymizer.engine.dispose()
 
-    @activity.defn(name="residual.anonymize")
-    async def anonymize(self, arg: AnonymizeInput) -> ResidualCounts:
-        anonymizer = self._anonymizer(arg.store)
+    async def _identifier(self, arg: AnonymizeInput, action: str) -> str:
         identifier = await asyncio.to_thread(lookup_identifier, self._ledger, arg.subject_ref)
         if identifier is None:
             raise ApplicationError(
-                f"anonymize {arg.store}: no identifier in the vault for this subject (already certified?)",
+                f"{action} {arg.store}: no identifier in the vault for this subject (already certified?)",
                 type="VaultEmpty",
                 non_retryable=True,
             )
+        return identifier
+
+    @activity.defn(name="residual.count")
+    async def count(self, arg: AnonymizeInput) -> int:
+        """Rows of the subject in the store, changing nothing: what a dry run reports."""
+        anonymizer = self._anonymizer(arg.store)
+        return await asyncio.to_thread(anonymizer.count, await self._identifier(arg, "count"))
+
+    @activity.defn(name="residual.anonymize")
+    async def anonymize(self, arg: AnonymizeInput) -> ResidualCounts:
+        anonymizer = self._anonymizer(arg.store)
+        identifier = await self._identifier(arg, "anonymize")
         rows, batches = _carried_over(activity.info().heartbeat_details)
         run = anonymizer.batches(identifier)
         while True:
@@ -88,7 +98,7 @@ class AnonymizeActivities:
             ) from None
 
     def activities(self) -> list[object]:
-        return [self.anonymize]
+        return [self.anonymize, self.count]
 
 
 async def _settled(step: asyncio.Future[int | None]) -> int | None:

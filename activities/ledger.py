@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from lethe import audit as audit_log
-from lethe.case import AuditInput, CertifyInput, EscalationEvent, OpenCaseInput
+from lethe.case import FINAL_STATUSES, AuditInput, CertifyInput, EscalationEvent, OpenCaseInput
 from lethe.certificate import Certificate, issue
 from lethe.ledger import CaseRecord, CertificateRecord, EscalationRecord, Tombstone, VaultEntry
 from temporalio import activity
@@ -121,6 +121,22 @@ class LedgerActivities:
                 note=decision.note if decision else event.message,
             )
 
+    @activity.defn(name="ledger.release_identifier")
+    async def release_identifier(self, subject_ref: str) -> bool:
+        """After a dry run: destroy the identifier, unless a real case for the subject is open."""
+        return await asyncio.to_thread(self._release_identifier, subject_ref)
+
+    def _release_identifier(self, subject_ref: str) -> bool:
+        with Session(self._ledger) as session:
+            case = session.get(CaseRecord, subject_ref)
+            if case is not None and case.status not in FINAL_STATUSES:
+                return False
+            vault = session.get(VaultEntry, subject_ref)
+            if vault is not None:
+                session.delete(vault)
+                session.commit()
+            return True
+
     @activity.defn(name="ledger.audit")
     async def audit(self, entry: AuditInput) -> None:
         await asyncio.to_thread(
@@ -128,4 +144,4 @@ class LedgerActivities:
         )
 
     def activities(self) -> list[object]:
-        return [self.open_case, self.certify, self.record_escalation, self.audit]
+        return [self.open_case, self.certify, self.record_escalation, self.audit, self.release_identifier]

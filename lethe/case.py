@@ -27,6 +27,9 @@ class CaseStatus(StrEnum):
     ABORTED = "aborted"  # cancelled by an operator in Temporal
 
 
+FINAL_STATUSES = {CaseStatus.COMPLETED.value, CaseStatus.CANCELLED.value, CaseStatus.ABORTED.value}
+
+
 class Stage(StrEnum):
     PENDING = "pending"
     RESOLVING = "resolving"
@@ -230,3 +233,18 @@ class CertifyInput(BaseModel):
     run_id: str
     progress: CaseProgress
     completed_at: datetime
+
+
+class DryRunPart(BaseModel):
+    """What a forget would do in one system or residual store."""
+
+    name: str
+    count: int | None = None  # accounts, or residual rows
+    would: list[str]
+    note: str = ""
+
+
+class DryRunReport(BaseModel):
+    subject_ref: str
+    systems: list[DryRunPart]
+    residual: list[DryRunPart]

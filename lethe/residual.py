@@ -329,6 +329,7 @@ class Anonymizer:
             .with_for_update()  # rendered where the dialect has it (not SQLite)
         )
         self._select_first = first
+        self._count = select(func.count()).select_from(self.table).where(matches)
         # Keyset: each batch starts past the previous one, so a run reads the table once, not once per batch.
         after = [bindparam(f"lethe_after_{i}", type_=pk.type) for i, pk in enumerate(self._pk)]
         self._select_next = first.where(tuple_(*self._pk) > tuple_(*after) if len(after) > 1 else self._pk[0] > after[0])
@@ -390,6 +391,11 @@ class Anonymizer:
             except TypeError as exc:
                 raise ResidualError(f"{self._where()}.columns.{column.name}: {exc}", retryable=False) from None
         return values
+
+    def count(self, identifier: str) -> int:
+        """How many rows a run would anonymize now, changing nothing (for dry runs)."""
+        with self.engine.connect() as connection:
+            return int(connection.execute(self._count, {"lethe_ident": _match_key(identifier)}).scalar_one())
 
     def run(self, identifier: str, progress: Callable[[BatchDone], None] | None = None) -> ResidualCounts:
         """Anonymize every row of the subject; `progress` runs after each commit."""
