@@ -3,6 +3,8 @@ classified without leaking the request's URL."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Mapping
 from typing import Generic, TypeVar
 
@@ -12,8 +14,10 @@ from temporalio.exceptions import ApplicationError
 
 from activities.http_errors import transport_error
 from lethe.config_types import SystemBase
+from lethe.pacing import reserve_slot
 
 ConfigT = TypeVar("ConfigT", bound=SystemBase)
+LATE_FRACTION = 0.5  # of the interval between two slots
 
 
 class HttpConnector(Generic[ConfigT]):
@@ -57,9 +61,22 @@ class HttpConnector(Generic[ConfigT]):
                 non_retryable=True,
             ) from None
 
+    async def _wait_for_slot(self, system: str, rate: float) -> None:
+        """Sleep until this request's fleet-wide slot. A request that wakes up late (a busy
+        machine) takes a new slot rather than bunch up with the next ones."""
+        while True:
+            at = await asyncio.to_thread(reserve_slot, self._ledger, system, rate)
+            delay = at - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if time.time() - at <= LATE_FRACTION / rate:
+                return
+
     async def _request(self, system: str, action: str, method: str, url: str, **kwargs: object) -> httpx.Response:
+        client = self.client(system)  # before the slot: building a client takes time of its own
+        await self._wait_for_slot(system, self._config(system).rate_limit)
         try:
-            response = await self.client(system).request(method, url, **kwargs)  # type: ignore[arg-type]
+            response = await client.request(method, url, **kwargs)  # type: ignore[arg-type]
         except httpx.TransportError as exc:
             raise transport_error(exc, system, action) from None
         if response.status_code in (401, 403):

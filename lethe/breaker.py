@@ -49,9 +49,9 @@ def _count(session: Session, scope: str, since: datetime) -> int:
     return session.exec(query).one()
 
 
-def _serialized(session: Session) -> None:
-    """Take the database's write lock first, so that counting and granting are one step for
-    every worker: two requests at the limit cannot both see room for one more."""
+def serialized(session: Session) -> None:
+    """Take the database's write lock first, so that a read and the write that depends on it
+    are one step for every worker (two requests at the limit cannot both see room for one more)."""
     dialect = session.get_bind().dialect.name
     if dialect == "sqlite":
         session.connection().exec_driver_sql("BEGIN IMMEDIATE")
@@ -66,7 +66,7 @@ def request_permit(
     or if it has waited since before an operator released the breakers that held it."""
     now = utcnow()
     with Session(engine) as session:
-        _serialized(session)
+        serialized(session)
         if session.get(DeletionPermit, key) is not None:
             return Permit(granted=True)
         states = [(_state(session, system), limits.system), (_state(session, FLEET), limits.fleet)]

@@ -59,6 +59,16 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> Non
             process.wait()
 
 
+# One partition per task queue: a queue's rate limit is then enforced in one place, so a
+# system's limit holds exactly (with several partitions each enforces a share, with bursts).
+DEV_SERVER_TUNING = [
+    "--dynamic-config-value",
+    "matching.numTaskqueueReadPartitions=1",
+    "--dynamic-config-value",
+    "matching.numTaskqueueWritePartitions=1",
+]
+
+
 def temporal_dev_server_args(port: int, ui_port: int | None, db_filename: str | None = None) -> list[str]:
     """`temporal server start-dev` with Lethe's search attributes registered."""
     args = [binary("temporal"), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port), "--log-level", "warn"]
@@ -67,6 +77,7 @@ def temporal_dev_server_args(port: int, ui_port: int | None, db_filename: str | 
         args += ["--db-filename", db_filename]
     for key in SEARCH_ATTRIBUTES:
         args += ["--search-attribute", f"{key.name}={CLI_TYPE_NAMES[key]}"]
+    args += DEV_SERVER_TUNING
     return args
 
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 
 from sqlalchemy import Engine, event
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 
@@ -110,6 +111,15 @@ class BreakerState(SQLModel, table=True):
     allowance: int = 0  # extra deletions allowed by an operator (a planned layoff)
 
 
+class PacingSlot(SQLModel, table=True):
+    """When the next request to a system may go out (see lethe.pacing)."""
+
+    __tablename__ = "pacing"
+
+    system: str = Field(primary_key=True)
+    next_at: float  # epoch seconds
+
+
 class Tombstone(SQLModel, table=True):
     __tablename__ = "tombstones"
 
@@ -125,7 +135,11 @@ def engine_for(url: str) -> Engine:
     engine = create_engine(url, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
-    SQLModel.metadata.create_all(engine)
+    try:
+        SQLModel.metadata.create_all(engine)
+    except OperationalError:
+        # Two processes creating a new SQLite ledger at once: the other one won the race.
+        SQLModel.metadata.create_all(engine)
     return engine
 
 

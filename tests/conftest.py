@@ -9,7 +9,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from lethe.devstack import ScimServer, binary
+from lethe.devstack import DEV_SERVER_TUNING, ScimServer, binary
 from lethe.logs import quiet_url_loggers
 from lethe.temporal import SEARCH_ATTRIBUTES, ensure_search_attributes
 from tests.support import TOKEN_ENV
@@ -21,6 +21,7 @@ SYSTEM_NAMES = ("chat", "crm", "wiki")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=binary("temporal"),
+        dev_server_extra_args=DEV_SERVER_TUNING,
         search_attributes=SEARCH_ATTRIBUTES,
         data_converter=pydantic_data_converter,
     )

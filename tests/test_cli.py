@@ -34,6 +34,7 @@ def write_config(settings: Settings, path: Path) -> Path:
             f'url = "{system.url}"',
             f'token_env = "{TOKEN_ENV}"',
             f'match = "{system.match}"',
+            f"rate_limit = {system.rate_limit}",
         ]
     path.write_text("\n".join(lines) + "\n")
     return path
