@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from collections.abc import Sequence
 from datetime import timedelta
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import Interceptor, Worker
 
 from sqlalchemy import Engine
 
@@ -56,7 +57,9 @@ class Connectors:
         self.residual.dispose()
 
 
-def build_workers(client: Client, settings: Settings) -> tuple[list[Worker], Connectors]:
+def build_workers(
+    client: Client, settings: Settings, interceptors: Sequence[Interceptor] = ()
+) -> tuple[list[Worker], Connectors]:
     """The main worker (workflows, ledger, notifications) and one activity worker per system."""
     ledger = engine_for(settings.ledger.url)
     for system in settings.systems:
@@ -84,6 +87,7 @@ def build_workers(client: Client, settings: Settings) -> tuple[list[Worker], Con
                 activities=connectors.for_kind(system.kind),
                 max_task_queue_activities_per_second=system.rate_limit,
                 graceful_shutdown_timeout=SHUTDOWN_GRACE,
+                interceptors=interceptors,
             )
         )
     return workers, connectors

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 
 from temporalio.client import Client, WorkflowHandle
+from temporalio.worker import Interceptor
 
 from lethe.case import CaseProgress, CaseStatus, Reason
 from lethe.devstack import Person, ScimServer
@@ -59,8 +60,8 @@ def make_settings(tmp_path: Path, target: Client, servers: dict[str, ScimServer]
 
 
 @asynccontextmanager
-async def running_worker(client: Client, settings: Settings) -> AsyncIterator[None]:
-    workers, connectors = build_workers(client, settings)
+async def running_worker(client: Client, settings: Settings, interceptors: Sequence[Interceptor] = ()) -> AsyncIterator[None]:
+    workers, connectors = build_workers(client, settings, interceptors)
     runs = [asyncio.create_task(worker.run()) for worker in workers]
     try:
         yield
