@@ -10,6 +10,10 @@
     python starter.py rehire ID                            end a case in its grace period
     python starter.py breaker status|release|allow ...      the deletion circuit breaker
     python starter.py audit verify                         check the audit log's hash chain
+    python starter.py serve                                the intake service (webhooks, Okta, SCIM)
+    python starter.py bulk FILE.csv --reason leaver [--rate N]   one case per row
+    python starter.py schedule apply|status|trigger|pause|unpause   retention and reconciliation
+    python starter.py report [--since 30d]                  cases, deadlines, escalations, purges
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from lethe import audit, breaker
 from lethe.case import DECISION_ACTIONS, Approval, DryRunReport, CaseProgress, CaseStatus, Decision, Reason, Stage
 from lethe.certificate import Certificate, to_markdown
 from lethe.durations import format_duration, parse_duration
+from lethe.intake.cli import add_commands as add_intake_commands
+from lethe.retention_cli import add_commands as add_retention_commands
 from lethe.ledger import engine_for, latest_certificate, note_reappearance, store_identifier
 from lethe.logs import configure_logging
 from lethe.planning import forget_input
@@ -79,8 +85,9 @@ async def start_case(
     """Start the subject's case, or join the one already running (same workflow id)."""
     ref = subject_ref(settings.pepper_bytes(), identifier)
     ledger = engine_for(settings.ledger.url)
-    store_identifier(ledger, ref, identifier.strip())
-    tombstone = note_reappearance(ledger, ref)
+    # In a thread: the intake and bulk start many cases at once on one event loop.
+    await asyncio.to_thread(store_identifier, ledger, ref, identifier.strip())
+    tombstone = await asyncio.to_thread(note_reappearance, ledger, ref)
     if tombstone is not None:
         print(
             f"note: this subject was forgotten on {tombstone.erased_at:%Y-%m-%d}; "
@@ -248,6 +255,8 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         print_certificate_summary(Certificate.model_validate_json(stored.body))
         return EXIT_OK
     print_progress(progress, handle.id, settings)
+    if args.wait:
+        return await wait_for_outcome(handle, settings)
     return EXIT_OK
 
 
@@ -353,8 +362,12 @@ def parser() -> argparse.ArgumentParser:
     audit_parser.add_argument("audit_command", choices=["verify"])
     audit_parser.set_defaults(handler=cmd_audit)
 
+    add_intake_commands(commands)
+    add_retention_commands(commands)
+
     status = commands.add_parser("status", help="progress of one case")
     status.add_argument("id", type=identifier_arg, help="workflow id, subject ref, or the person's identifier")
+    status.add_argument("--wait", action="store_true", help="then wait until the case ends or needs a person")
     status.set_defaults(handler=cmd_status)
 
     certificate = commands.add_parser("certificate", help="print or verify a case's certificate")

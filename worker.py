@@ -26,6 +26,7 @@ from activities.scim import ScimActivities
 from lethe.ledger import engine_for
 from lethe.logs import configure_logging
 from lethe.planning import system_task_queue
+from lethe.retention_worker import check_retention_config, retention_workers
 from lethe.process import exit_now
 from lethe.settings import ConfigError, ErasureJobConfig, Settings, SystemConfig, load_settings
 from lethe.temporal import connect, ensure_search_attributes
@@ -105,6 +106,8 @@ async def run(settings: Settings) -> None:
     client = await connect(settings.temporal)
     await ensure_search_attributes(client)
     workers, connectors = build_workers(client, settings)
+    scheduled = retention_workers(client, settings)
+    workers += scheduled.workers
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -116,6 +119,7 @@ async def run(settings: Settings) -> None:
     await asyncio.gather(*(worker.shutdown() for worker in workers))
     await asyncio.gather(*runs, return_exceptions=True)
     await connectors.aclose()
+    await scheduled.aclose()
     print("lethe worker: stopped", flush=True)
 
 
@@ -124,6 +128,7 @@ def main() -> None:
     try:
         settings = load_settings()
         check_startup(settings)
+        check_retention_config(settings)
     except ConfigError as exc:
         print(f"lethe: config error: {exc}", file=sys.stderr)
         exit_now(2)

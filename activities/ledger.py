@@ -74,6 +74,11 @@ class LedgerActivities:
             vault = session.get(VaultEntry, ref)
             if vault is not None:
                 session.delete(vault)
+            # The IdP's copy of the user, pushed to our SCIM endpoint. Imported here: the SCIM
+            # server stack costs the CLI, which imports this module, most of a second.
+            from lethe.intake.scim_store import purge_mirrored_users
+
+            purge_mirrored_users(session, ref)
             session.commit()
         audit_log.append(self._ledger, "lethe", "case.certified", ref, workflow_id=arg.workflow_id, status=certificate.status)
         logger.info("certified case %s: %s", arg.workflow_id, certificate.status)

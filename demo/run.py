@@ -19,7 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from demo import crm  # noqa: E402
 from lethe.devstack import Person, ScimServer, stop_process, temporal_dev_server_args, wait_for_port  # noqa: E402
+from lethe.erasure_job_server import ErasureJobServer  # noqa: E402
 
 STATE = ROOT / "demo" / ".state"
 TEMPORAL_PORT, UI_PORT = 7233, 8233
@@ -39,7 +41,10 @@ def say(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
 
-def write_config(servers: dict[str, ScimServer]) -> Path:
+WIKI_TOKEN = STATE / "wiki-token"  # the wiki reads its token from a file: the demo breaks, then fixes it
+
+
+def write_config(servers: dict[str, ScimServer], vendor: ErasureJobServer) -> Path:
     lines = [
         "[temporal]",
         f'address = "127.0.0.1:{TEMPORAL_PORT}"',
@@ -48,21 +53,33 @@ def write_config(servers: dict[str, ScimServer]) -> Path:
         f'url = "sqlite:///{STATE / "ledger.db"}"',
     ]
     for name, server in servers.items():
+        token = f'token_file = "{WIKI_TOKEN}"' if name == "wiki" else 'token_env = "DEMO_SCIM_TOKEN"'
         lines += [
             "[[systems]]",
             f'name = "{name}"',
             'kind = "scim"',
             f'url = "{server.url}"',
-            'token_env = "DEMO_SCIM_TOKEN"',
+            token,
             f'match = "{SYSTEMS[name]}"',
             'confirm = { every = "1s", within = "1h" }',
         ]
+    lines += [
+        "[[systems]]",
+        'name = "analytics"',
+        'kind = "erasure-job"',
+        f'url = "{vendor.url}"',
+        'token_env = "DEMO_VENDOR_TOKEN"',
+        'start = { path = "/v1/erasures", body = { user = { email = "{identifier}" } }, job_id = "id" }',
+        'status = { path = "/v1/erasures/{job_id}", field = "state", done = ["completed"], failed = ["failed"] }',
+        'confirm = { every = "1s", within = "1h" }',
+    ]
     path = STATE / "lethe.toml"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n" + crm.RESIDUAL_CONFIG)
     return path
 
 
 def lethe(env: dict[str, str], *args: str) -> int:
+    """Run the real CLI, echoing the command as an operator would type it."""
     print(f"$ python starter.py {' '.join(args)}", flush=True)
     return subprocess.call([sys.executable, str(ROOT / "starter.py"), *args], env=env, cwd=STATE)
 
@@ -87,16 +104,34 @@ def main() -> int:
             stack.callback(server.stop)
         ids = {name: server.seed(PEOPLE) for name, server in servers.items()}
         for name, server in servers.items():
-            print(f"  {name:<5} {server.url}  {len(server.users())} accounts, matched by {SYSTEMS[name]}")
+            print(f"  {name:<9} {server.url}  {len(server.users())} accounts, matched by {SYSTEMS[name]}")
+        vendor = ErasureJobServer(token="demo-vendor-token", delay="3s").start()
+        stack.callback(vendor.stop)
+        print(f"  analytics {vendor.url}  a vendor API that erases asynchronously (jobs finish after 3s)")
+        crm_url = crm.create(STATE / "crm.db", PEOPLE)
+        print(f"  crm db    {STATE / 'crm.db'}  tickets and invoices to keep, anonymized")
 
-        config = write_config(servers)
-        env = {**os.environ, "LETHE_CONFIG": str(config), "LETHE_PEPPER": PEPPER, "DEMO_SCIM_TOKEN": "demo-token"}
+        config = write_config(servers, vendor)
+        WIKI_TOKEN.write_text("an-expired-token")
+        env = {
+            **os.environ,
+            "LETHE_CONFIG": str(config),
+            "LETHE_PEPPER": PEPPER,
+            "DEMO_SCIM_TOKEN": "demo-token",
+            "DEMO_VENDOR_TOKEN": "demo-vendor-token",
+            "DEMO_CRM_URL": crm_url,
+        }
         say("the Lethe worker")
         worker = subprocess.Popen([sys.executable, str(ROOT / "worker.py")], env=env, cwd=STATE)
         stack.callback(stop_process, worker)
 
         say(f"forget {LEAVER.given_name} {LEAVER.family_name}, a leaver (no grace period for the demo)")
         code = lethe(env, "forget", LEAVER.email, "--reason", "leaver", "--grace", "0", "--wait")
+        if code == 3:
+            say("the wiki refused its token: the case waits for an operator. Fix the token, then resolve")
+            WIKI_TOKEN.write_text("demo-token")
+            lethe(env, "resolve", LEAVER.email, "--system", "wiki", "--action", "retry", "--note", "wiki token rotated", "--operator", "demo-operator")
+            code = lethe(env, "status", LEAVER.email, "--wait")
         if code != 0:
             print(f"demo: the case did not complete (exit {code})", file=sys.stderr)
             return code
@@ -105,6 +140,7 @@ def main() -> int:
         for name, server in servers.items():
             status = server.get(ids[name][LEAVER.user_name]).status_code
             print(f"  {name:<5} GET /Users/<id> -> {status}; {len(server.users())} accounts remain")
+        print(f"  crm   rows still naming {LEAVER.given_name}: {crm.rows_naming(crm_url, LEAVER.email)} (of 5 before)")
 
         say("the certificate (names no one)")
         lethe(env, "certificate", LEAVER.email, "--format", "md")

@@ -10,12 +10,13 @@ import hashlib
 import hmac
 import os
 import tomllib
+import zoneinfo
 from contextvars import ContextVar
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -26,6 +27,7 @@ from pydantic_settings import (
 from lethe.config_types import ConfigError, ConfirmPolicy, Duration, Section, SystemBase
 from lethe.erasure_job import ErasureJobConfig
 from lethe.residual import ResidualStore, unique_store_names
+from lethe.residual import STORE_NAME_PATTERN, Strategy  # retention policies reuse the residual strategies
 
 __all__ = ["ConfigError", "ConfirmPolicy", "Duration", "ErasureJobConfig", "Settings", "SystemConfig", "load_settings"]
 
@@ -115,6 +117,96 @@ class IntakeSettings(Section):
     bulk_rate: float = Field(default=20, gt=0, le=10000)  # cases started per second
 
 
+
+# --- retention and schedules (issue 6; the SQL side is lethe.retention) ---------------------
+
+RETENTION_MARKERS = (Strategy.NULL, Strategy.REDACT)
+
+
+class RetentionPolicy(Section):
+    """One `[[retention]]` entry: rows of a table older than `max_age` are anonymized or deleted."""
+
+    name: str = Field(pattern=STORE_NAME_PATTERN, description="unique, [a-z0-9-]")
+    url_env: str | None = Field(default=None, description="environment variable holding the SQLAlchemy URL")
+    url_file: Path | None = Field(default=None, description="file holding the SQLAlchemy URL")
+    table: str = Field(min_length=1)
+    db_schema: str | None = Field(default=None, alias="schema")
+    timestamp: str = Field(min_length=1, description="the date or datetime column whose age counts")
+    max_age: Duration
+    where: dict[str, str | int | float | bool] = Field(default={}, description="column = value, all must hold")
+    action: Literal["anonymize", "delete"]
+    columns: dict[str, Strategy] = {}
+    batch_size: int = Field(default=1000, ge=1, le=50_000)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RetentionPolicy:
+        if (self.url_env is None) == (self.url_file is None):
+            raise ValueError("set exactly one of url_env or url_file")
+        if self.max_age <= timedelta(0):
+            raise ValueError("max_age must be positive")
+        if self.action == "delete" and self.columns:
+            raise ValueError("columns: a delete policy takes no columns")
+        if self.action == "anonymize" and not any(s in RETENTION_MARKERS for s in self.columns.values()):
+            # A row is done once its null/redact columns read so; without one, every run redoes every old row.
+            raise ValueError("columns: an anonymize policy needs at least one column with strategy null or redact")
+        return self
+
+
+def unique_policy_names(policies: list[RetentionPolicy]) -> list[RetentionPolicy]:
+    seen: set[str] = set()
+    for policy in policies:
+        if policy.name in seen:
+            raise ValueError(f"retention policy name {policy.name!r} is used twice")
+        seen.add(policy.name)
+    return policies
+
+
+class ScheduleSpecSettings(Section):
+    """When a Temporal Schedule fires: a cron expression in a time zone."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    cron: str = Field(description="5 fields (minute hour day month weekday), or 7 (second first, year last)")
+    time_zone: str = "UTC"
+    catchup_window: Duration = timedelta(hours=6)  # a run missed while the server was down still happens
+    paused: bool = False  # on creation only: `schedule apply` keeps an operator's pause
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_shape(cls, cron: str) -> str:
+        if not cron.startswith("@") and len(cron.split()) not in (5, 7):
+            raise ValueError("use 5 fields (minute hour day month weekday) or 7 (second ... year), or @daily")
+        return cron
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(name)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {name!r}; use an IANA name such as Europe/Berlin") from None
+        return name
+
+
+class RetentionScheduleSettings(ScheduleSpecSettings):
+    id: str = Field(default="lethe-retention", pattern=r"^[A-Za-z0-9._-]+$")
+    cron: str = "0 3 * * *"
+    batches_per_activity: int = Field(default=1, ge=1, le=100)
+    activities_per_run: int = Field(default=200, ge=1, le=1000)  # then continue-as-new
+
+
+class ReconcileScheduleSettings(ScheduleSpecSettings):
+    id: str = Field(default="lethe-reconcile", pattern=r"^[A-Za-z0-9._-]+$")
+    cron: str = "30 4 * * *"
+    page_size: int = Field(default=100, ge=1, le=1000)
+    pages_per_run: int = Field(default=200, ge=1, le=1000)  # then continue-as-new
+    inactive_grace: Duration | None = None  # how long an account may sit deactivated; default [grace].leaver
+
+
+class SchedulesSettings(Section):
+    retention: RetentionScheduleSettings = RetentionScheduleSettings()
+    reconcile: ReconcileScheduleSettings = ReconcileScheduleSettings()
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LETHE_",
@@ -132,6 +224,8 @@ class Settings(BaseSettings):
     intake: IntakeSettings = IntakeSettings()
     systems: list[AnySystem] = []
     residual: list[ResidualStore] = []
+    retention: Annotated[list[RetentionPolicy], AfterValidator(unique_policy_names)] = []
+    schedules: SchedulesSettings = SchedulesSettings()
     pepper: SecretStr | None = None
     pepper_file: Path | None = None
     certificate_key: SecretStr | None = None
@@ -203,7 +297,7 @@ def _describe(error: dict[str, Any], raw: dict[str, Any]) -> str:
     if len(location) >= 3 and location[0] == "systems" and location[2] in ("scim", "erasure-job"):
         del location[2]  # the union's tag adds nothing the system's name does not say
     # Name a list entry by its name rather than its index: "systems[chat].match".
-    if len(location) >= 2 and location[0] in ("systems", "residual") and isinstance(location[1], int):
+    if len(location) >= 2 and location[0] in ("systems", "residual", "retention") and isinstance(location[1], int):
         entries = raw.get(location[0])
         name = None
         if isinstance(entries, list) and location[1] < len(entries) and isinstance(entries[location[1]], dict):
