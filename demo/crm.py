@@ -30,7 +30,7 @@ INVOICES = sa.Table(
     sa.Column("issued_at", sa.DateTime),
 )
 
-RESIDUAL_CONFIG = """
+CONFIG = """
 [[residual]]
 name = "crm-tickets"
 url_env = "DEMO_CRM_URL"
@@ -44,6 +44,16 @@ url_env = "DEMO_CRM_URL"
 table = "invoices"
 match = { column = "customer_email" }
 columns = { customer_email = "hash", customer_name = "redact", issued_at = "month" }
+
+# Storage limitation: support tickets are kept 180 days, then anonymized by the retention schedule.
+[[retention]]
+name = "old-tickets"
+url_env = "DEMO_CRM_URL"
+table = "tickets"
+timestamp = "created_at"
+max_age = "180d"
+action = "anonymize"
+columns = { requester_email = "hash", requester_name = "redact", body = "redact" }
 """
 
 

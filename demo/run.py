@@ -74,7 +74,7 @@ def write_config(servers: dict[str, ScimServer], vendor: ErasureJobServer) -> Pa
         'confirm = { every = "1s", within = "1h" }',
     ]
     path = STATE / "lethe.toml"
-    path.write_text("\n".join(lines) + "\n" + crm.RESIDUAL_CONFIG)
+    path.write_text("\n".join(lines) + "\n" + crm.CONFIG)
     return path
 
 
@@ -145,6 +145,12 @@ def main() -> int:
         say("the certificate (names no one)")
         lethe(env, "certificate", LEAVER.email, "--format", "md")
         lethe(env, "certificate", LEAVER.email, "--verify")
+        say("the schedules: retention purges and reconciliation sweeps (Temporal UI, Schedules)")
+        lethe(env, "schedule", "apply")
+        lethe(env, "schedule", "trigger", "retention")
+        time.sleep(3)
+        lethe(env, "schedule", "status")
+        lethe(env, "report", "--since", "1d")
         say(f"watch the case in the Temporal UI: http://127.0.0.1:{UI_PORT}/namespaces/default/workflows")
 
         if not args.once:
