@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from lethe.ledger import lookup_identifier
+from activities.vault import identifier_for
 from lethe.residual import AnonymizeInput, Anonymizer, ResidualCounts, ResidualError, ResidualStore, store_engine
 
 logger = logging.getLogger(__name__)
@@ -46,26 +46,16 @@ class AnonymizeActivities:
         for anonymizer in self._anonymizers.values():
             anonymizer.engine.dispose()
 
-    async def _identifier(self, arg: AnonymizeInput, action: str) -> str:
-        identifier = await asyncio.to_thread(lookup_identifier, self._ledger, arg.subject_ref)
-        if identifier is None:
-            raise ApplicationError(
-                f"{action} {arg.store}: no identifier in the vault for this subject (already certified?)",
-                type="VaultEmpty",
-                non_retryable=True,
-            )
-        return identifier
-
     @activity.defn(name="residual.count")
     async def count(self, arg: AnonymizeInput) -> int:
         """Rows of the subject in the store, changing nothing: what a dry run reports."""
         anonymizer = self._anonymizer(arg.store)
-        return await asyncio.to_thread(anonymizer.count, await self._identifier(arg, "count"))
+        return await asyncio.to_thread(anonymizer.count, await identifier_for(self._ledger, arg.subject_ref, f"count {arg.store}"))
 
     @activity.defn(name="residual.anonymize")
     async def anonymize(self, arg: AnonymizeInput) -> ResidualCounts:
         anonymizer = self._anonymizer(arg.store)
-        identifier = await self._identifier(arg, "anonymize")
+        identifier = await identifier_for(self._ledger, arg.subject_ref, f"anonymize {arg.store}")
         rows, batches = _carried_over(activity.info().heartbeat_details)
         run = anonymizer.batches(identifier)
         while True:

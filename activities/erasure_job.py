@@ -13,7 +13,6 @@ erases the same subject twice, which changes nothing; the workflow follows the j
 
 from __future__ import annotations
 
-import asyncio
 from urllib.parse import quote
 
 import httpx
@@ -22,6 +21,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities.http_connector import HttpConnector
 from activities.http_errors import raise_for_status
+from activities.vault import identifier_for
 from lethe.case import SubjectInSystem
 from lethe.erasure_job import (
     JOB_ID,
@@ -33,7 +33,6 @@ from lethe.erasure_job import (
     dig,
     fill_template,
 )
-from lethe.ledger import lookup_identifier
 
 
 class ErasureJobActivities(HttpConnector[ErasureJobConfig]):
@@ -45,13 +44,7 @@ class ErasureJobActivities(HttpConnector[ErasureJobConfig]):
     async def start(self, arg: SubjectInSystem) -> ErasureJobStarted:
         """Ask the vendor to erase the subject; returns the vendor's job id."""
         config = self._config(arg.system)
-        identifier = await asyncio.to_thread(lookup_identifier, self._ledger, arg.subject_ref)
-        if identifier is None:
-            raise ApplicationError(
-                f"start in {arg.system}: no identifier in the vault for this subject (already certified?)",
-                type="VaultEmpty",
-                non_retryable=True,
-            )
+        identifier = await identifier_for(self._ledger, arg.subject_ref, f"start in {arg.system}")
         body = fill_template(config.start.body, identifier)
         response = await self._request(arg.system, "start", config.start.method, config.start.path, json=body)
         if response.status_code == 409:

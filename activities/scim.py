@@ -6,7 +6,6 @@ rate limit is also its request rate limit.
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import httpx
@@ -16,8 +15,8 @@ from temporalio.exceptions import ApplicationError
 
 from activities.http_connector import HttpConnector
 from activities.http_errors import raise_for_status
+from activities.vault import identifier_for
 from lethe.case import AccountInSystem, FoundAccounts, StepResult, SubjectInSystem
-from lethe.ledger import lookup_identifier
 from lethe.settings import SystemConfig
 
 SCIM_JSON = "application/scim+json"
@@ -56,13 +55,7 @@ class ScimActivities(HttpConnector[SystemConfig]):
     async def find(self, arg: SubjectInSystem) -> FoundAccounts:
         """The ids of the accounts carrying the subject's identifier; [] when there are none."""
         config = self._config(arg.system)
-        identifier = await asyncio.to_thread(lookup_identifier, self._ledger, arg.subject_ref)
-        if identifier is None:
-            raise ApplicationError(
-                f"find in {arg.system}: no identifier in the vault for this subject (already certified?)",
-                type="VaultEmpty",
-                non_retryable=True,
-            )
+        identifier = await identifier_for(self._ledger, arg.subject_ref, f"find in {arg.system}")
         params = {"filter": scim_filter(config.match, identifier), "count": "50"}
         response = await self._request(arg.system, "find", "GET", "/Users", params=params)
         raise_for_status(response, arg.system, "find")
