@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 
 from sqlalchemy import Engine, event
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 
@@ -155,11 +155,18 @@ def _sqlite_pragmas(connection, _record) -> None:  # type: ignore[no-untyped-def
 
 
 def store_identifier(engine: Engine, ref: str, identifier: str) -> None:
-    with Session(engine) as session:
-        entry = session.get(VaultEntry, ref) or VaultEntry(subject_ref=ref, identifier=identifier)
-        entry.identifier = identifier
-        session.add(entry)
-        session.commit()
+    """Upsert; the same event delivered twice at once may race to insert the same row."""
+    for _ in range(3):
+        with Session(engine) as session:
+            entry = session.get(VaultEntry, ref) or VaultEntry(subject_ref=ref, identifier=identifier)
+            entry.identifier = identifier
+            session.add(entry)
+            try:
+                session.commit()
+                return
+            except IntegrityError:
+                session.rollback()  # the other writer won: update its row on the next pass
+    raise RuntimeError("vault: could not store the identifier after repeated conflicts")
 
 
 def lookup_identifier(engine: Engine, ref: str) -> str | None:
