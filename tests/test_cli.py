@@ -7,12 +7,14 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 from sqlmodel import Session, select
 from temporalio.client import Client
 
 from lethe.devstack import ScimServer
 from lethe.ledger import CertificateRecord, engine_for
 from lethe.settings import Settings
+from starter import main
 from tests.support import PEPPER, TOKEN_ENV, make_settings, person, running_worker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,7 +105,19 @@ async def test_unknown_case_is_a_clear_error(client: Client, scim_servers: dict[
     config = write_config(settings, tmp_path / "lethe.toml")
     code, _, err = await cli(config, "certificate", "never-seen@example.com")
     assert code == 1 and "no certificate for forget-" in err and "never-seen" not in err
-    code, _, err = await cli(config, "forget", "x@example.com", "--reason", "retired")
-    assert code == 2 and "invalid choice: 'retired'" in err
-    code, _, err = await cli(config, "forget", "x@example.com", "--reason", "leaver", "--grace", "soon")
-    assert code == 2 and "invalid duration 'soon'" in err
+
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["forget", "x@example.com", "--reason", "retired"], "invalid choice: 'retired'"),
+        (["forget", "x@example.com", "--reason", "leaver", "--grace", "soon"], "invalid duration 'soon'"),
+        (["resolve", "forget-x", "--system", "chat", "--action", "delete", "--note", "n", "--operator", "o"], "invalid choice: 'delete'"),
+    ],
+)
+def test_bad_arguments_exit_2_naming_the_problem(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # Parsing fails before anything connects, so this runs in-process.
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
