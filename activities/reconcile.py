@@ -20,6 +20,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.http_connector import HttpConnector
 from activities.http_errors import raise_for_status
+from activities.notify import post_to_all
 from activities.scim import SCIM_JSON
 from lethe import audit
 from lethe.case import Reason
@@ -124,7 +125,8 @@ class ReconcileActivities(HttpConnector[SystemConfig]):
         # The grace is over in both cases: the account sat deactivated past it, or the person was already erased.
         handle = await start_case(self._temporal, self._settings, identifier, reason, timedelta(0))
         if rule is Rule.REAPPEARED:
-            await asyncio.to_thread(self._escalate, ref, handle.id, handle.result_run_id or "", page)
+            if await asyncio.to_thread(self._escalate, ref, handle.id, handle.result_run_id or "", page):
+                await self._announce_reappearance(handle.id, page.system)
         else:
             await asyncio.to_thread(
                 audit.append, self._ledger, "lethe-reconcile", "reconcile.leaver", ref,
@@ -136,8 +138,19 @@ class ReconcileActivities(HttpConnector[SystemConfig]):
             case = session.get(CaseRecord, ref)
         return Reason(case.reason) if case is not None and case.reason in Reason._value2member_map_ else Reason.ERASURE_REQUEST
 
-    def _escalate(self, ref: str, case_id: str, run_id: str, page: PageRequest) -> None:
-        """A `reappeared` escalation in the ledger and the audit log, once per case run and system."""
+    async def _announce_reappearance(self, case_id: str, system: str) -> None:
+        """Tell the operators once (best effort): someone must find what re-created the account."""
+        text = (
+            f"Lethe: a forgotten person's account is back in {system}; case {case_id} erases it again. "
+            "Find the import or sync job that re-created it."
+        )
+        payload = {"text": text, "kind": Rule.REAPPEARED.value, "system": system, "workflow_id": case_id}
+        if await post_to_all(self._settings.escalation.webhooks, payload):
+            logger.warning("reappearance in %s: some escalation webhooks failed", system)
+
+    def _escalate(self, ref: str, case_id: str, run_id: str, page: PageRequest) -> bool:
+        """A `reappeared` escalation in the ledger and the audit log, once per case run and system;
+        False when it was recorded already."""
         message = (
             f"an account of this forgotten subject is back in {page.system}; the case runs again: "
             "find the import or sync job that re-created it"
@@ -151,7 +164,7 @@ class ReconcileActivities(HttpConnector[SystemConfig]):
                 )
             ).first()
             if existing is not None:
-                return
+                return False
             session.add(
                 EscalationRecord(
                     workflow_id=case_id,
@@ -168,6 +181,7 @@ class ReconcileActivities(HttpConnector[SystemConfig]):
             self._ledger, "lethe-reconcile", "escalation.opened", ref,
             workflow_id=case_id, system=page.system, kind=Rule.REAPPEARED.value, note=message, sweep=page.workflow_id,
         )
+        return True
 
     @activity.defn(name="reconcile.record")
     async def record(self, arg: RecordSweep) -> None:

@@ -21,10 +21,12 @@ from activities.scim import active_patch
 from lethe.certificate import Certificate
 from lethe.devstack import Person, ScimServer
 from lethe.ledger import AuditEntry, EscalationRecord, Tombstone, engine_for
+from lethe.settings import EscalationSettings
 from lethe.reconcile import ReconcileInput, ReconcileResult
 from lethe.retention_worker import retention_workers
 from lethe.schedules import scheduled_task_queue
 from lethe.subject import subject_ref, workflow_id
+from tests.webhook import WebhookReceiver
 from tests.support import PEPPER, forget, make_settings, person, running_worker
 
 
@@ -63,40 +65,47 @@ async def test_sweep_erases_a_reappeared_person_again_and_offboards_a_stale_leav
     crm.seed([gone, other])
     ref_gone, ref_leaver = (subject_ref(PEPPER.encode(), p.email) for p in (gone, leaver))
     ledger = engine_for(settings.ledger.url)
+    receiver = WebhookReceiver()
+    settings.escalation = EscalationSettings(webhooks=[receiver.url])
     scheduled = retention_workers(client, settings)
     runs = [asyncio.create_task(w.run()) for w in scheduled.workers]
     try:
-        async with running_worker(client, settings):
-            # Forgotten for real first: certificate, tombstone, vault emptied.
-            first = await (await forget(client, settings, gone.email)).result()
-            assert first.all_confirmed
-            # Then a re-import brings the account back in one system.
-            chat.seed([gone])
-            deactivate(chat, chat_ids[leaver.user_name])
-            await asyncio.sleep(2.2)  # past the 2 s grace
-            deactivate(chat, chat_ids[fresh_leaver.user_name])  # inside the grace: left alone
-            before = {name: server.users() for name, server in own_scim.items()}
+        with receiver.running() as hook:
+            async with running_worker(client, settings):
+                # Forgotten for real first: certificate, tombstone, vault emptied.
+                first = await (await forget(client, settings, gone.email)).result()
+                assert first.all_confirmed
+                # Then a re-import brings the account back in one system.
+                chat.seed([gone])
+                deactivate(chat, chat_ids[leaver.user_name])
+                await asyncio.sleep(2.2)  # past the 2 s grace
+                deactivate(chat, chat_ids[fresh_leaver.user_name])  # inside the grace: left alone
+                before = {name: server.users() for name, server in own_scim.items()}
 
-            sweep_id = f"reconcile-test-{tag}"
-            result = await client.execute_workflow(
-                "ReconcileSweep",
-                ReconcileInput(page_size=2, pages_per_run=2),
-                id=sweep_id,
-                task_queue=scheduled_task_queue(settings),
-                result_type=ReconcileResult,
-            )
-            assert (result.seen, result.reappeared, result.leavers) == (5, 1, 1)
-            assert {t.system: (t.seen, t.reappeared, t.leavers, t.pages) for t in result.systems} == {
-                "chat": (4, 1, 1, 2),
-                "crm": (1, 0, 0, 1),
-            }
-            assert result.runs == 2  # 3 pages, 2 per run: continued as new once
+                sweep_id = f"reconcile-test-{tag}"
+                result = await client.execute_workflow(
+                    "ReconcileSweep",
+                    ReconcileInput(page_size=2, pages_per_run=2),
+                    id=sweep_id,
+                    task_queue=scheduled_task_queue(settings),
+                    result_type=ReconcileResult,
+                )
+                assert (result.seen, result.reappeared, result.leavers) == (5, 1, 1)
+                assert {t.system: (t.seen, t.reappeared, t.leavers, t.pages) for t in result.systems} == {
+                    "chat": (4, 1, 1, 2),
+                    "crm": (1, 0, 0, 1),
+                }
+                assert result.runs == 2  # 3 pages, 2 per run: continued as new once
 
-            again = await client.get_workflow_handle(workflow_id(ref_gone), result_type=Certificate).result()
-            assert again.all_confirmed and again.certificate_id != first.certificate_id
-            assert {s.name: s.outcome for s in again.systems} == {"chat": "confirmed", "crm": "not-found"}
-            offboarded = await client.get_workflow_handle(workflow_id(ref_leaver), result_type=Certificate).result()
-            assert offboarded.reason == "leaver" and offboarded.all_confirmed
+                again = await client.get_workflow_handle(workflow_id(ref_gone), result_type=Certificate).result()
+                assert again.all_confirmed and again.certificate_id != first.certificate_id
+                assert {s.name: s.outcome for s in again.systems} == {"chat": "confirmed", "crm": "not-found"}
+                offboarded = await client.get_workflow_handle(workflow_id(ref_leaver), result_type=Certificate).result()
+                assert offboarded.reason == "leaver" and offboarded.all_confirmed
+
+            (announcement,) = [m for m in hook.messages if m.get("kind") == "reappeared"]
+            assert announcement["system"] == "chat" and announcement["workflow_id"] == workflow_id(ref_gone)
+            assert gone.email not in str(announcement) and gone.user_name not in str(announcement)
 
         after = {name: server.users() for name, server in own_scim.items()}
         # Exactly the two accounts that matched a rule are gone; the others did not change at all.
