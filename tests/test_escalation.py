@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
 
 from lethe.case import Approval, CaseStatus, Decision, Reason, Stage
 from lethe.devstack import ScimServer
-from lethe.ledger import EscalationRecord, Tombstone, VaultEntry, engine_for
+from lethe.certificate import Certificate
+from lethe.ledger import CertificateRecord, EscalationRecord, Tombstone, VaultEntry, engine_for
 from lethe.settings import EscalationSettings, Settings
 from lethe.temporal import PENDING_SYSTEMS, STATUS
 from tests.support import forget, in_grace, make_settings, person, running_worker, wait_for
@@ -250,3 +251,24 @@ async def test_forget_wait_exits_3_when_escalated(client: Client, scim_servers: 
         assert "retry accepted for chat" in out
         certificate = await client.get_workflow_handle_for(ForgetSubject.run, workflow_id).result()
     assert certificate.all_confirmed
+
+
+async def test_aborted_case_is_certified_as_aborted_and_forgets_the_identifier(
+    client: Client, scim_servers: dict[str, ScimServer], tmp_path: Path
+) -> None:
+    target = person("abort")
+    scim_servers["chat"].seed([target])
+    settings = make_settings(tmp_path, client, {"chat": scim_servers["chat"]}, match="userName")
+    async with running_worker(client, settings):
+        handle = await forget(client, settings, target.user_name, grace=timedelta(days=30))
+        await wait_for(handle, in_grace)
+        await handle.cancel()  # an operator's Cancel in the Temporal UI
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+    ledger = engine_for(settings.ledger.url)
+    with Session(ledger) as session:
+        assert session.exec(select(VaultEntry)).all() == []
+        assert session.exec(select(Tombstone)).all() == []  # nobody was forgotten
+        (record,) = session.exec(select(CertificateRecord)).all()
+    certificate = Certificate.model_validate_json(record.body)
+    assert certificate.status == "aborted" and not certificate.all_confirmed
