@@ -17,7 +17,9 @@ from lethe.config_types import SystemBase
 from lethe.pacing import reserve_slot
 
 ConfigT = TypeVar("ConfigT", bound=SystemBase)
-LATE_FRACTION = 0.5  # of the interval between two slots
+# A request sent within one interval after its slot keeps every one-second window within
+# rate + 1; a later one takes a new slot.
+LATE_FRACTION = 1.0
 
 
 class HttpConnector(Generic[ConfigT]):
@@ -28,6 +30,8 @@ class HttpConnector(Generic[ConfigT]):
         self._systems = dict(systems)
         self._ledger = ledger
         self._clients: dict[str, httpx.AsyncClient] = {}
+        # One reservation at a time per system in this process: the ledger's lock is for other processes.
+        self._slot_locks: dict[str, asyncio.Lock] = {}
 
     def client(self, system: str) -> httpx.AsyncClient:
         client = self._clients.get(system)
@@ -64,8 +68,10 @@ class HttpConnector(Generic[ConfigT]):
     async def _wait_for_slot(self, system: str, rate: float) -> None:
         """Sleep until this request's fleet-wide slot. A request that wakes up late (a busy
         machine) takes a new slot rather than bunch up with the next ones."""
+        lock = self._slot_locks.setdefault(system, asyncio.Lock())
         while True:
-            at = await asyncio.to_thread(reserve_slot, self._ledger, system, rate)
+            async with lock:
+                at = await asyncio.to_thread(reserve_slot, self._ledger, system, rate)
             delay = at - time.time()
             if delay > 0:
                 await asyncio.sleep(delay)

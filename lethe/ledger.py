@@ -132,7 +132,8 @@ class Tombstone(SQLModel, table=True):
 @lru_cache(maxsize=8)
 def engine_for(url: str) -> Engine:
     """One engine per ledger URL per process, with the tables created."""
-    engine = create_engine(url, pool_pre_ping=True)
+    # A server's connections can go stale; a file's cannot, and a ping per checkout costs time.
+    engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     try:
