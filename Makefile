@@ -17,6 +17,12 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(PY) demo/run.py $(if $(ONCE),--once)
 
+bench: $(STAMP)
+	$(PY) bench/run.py $(ARGS)
+
+drill: $(STAMP)
+	$(PY) bench/drill.py $(ARGS)
+
 dev-server: $(STAMP)
 	$(VENV)/bin/temporal server start-dev --ui-port 8233 --search-attribute LetheStatus=Keyword --search-attribute LetheSubjectRef=Keyword --search-attribute LethePendingSystems=KeywordList --search-attribute LetheDeadline=Datetime
 

@@ -1,0 +1,1 @@
+"""Benchmarks and the chaos drill: `make bench`, `make drill`."""
