@@ -20,10 +20,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -51,6 +53,8 @@ from starter import start_case  # noqa: E402
 RESULTS = ROOT / "bench" / "results"
 KEEP_TABLES = 3
 RUN_MARK = "<!-- run -->"
+T = TypeVar("T")
+SETTLE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,7 @@ def bulk_available() -> bool:
     return " bulk " in helped.stdout or "bulk," in helped.stdout
 
 
-async def retrying(call, what: str, timeout: float = 120):  # type: ignore[no-untyped-def]
+async def retrying(call: Callable[[], Awaitable[T]], what: str, timeout: float = 120) -> T:
     """Temporal may be restarting: try again until it answers."""
     deadline = time.monotonic() + timeout
     while True:
@@ -181,12 +185,15 @@ async def drill_once(params: DrillParams, workdir: Path, faults: bool, chaos_unt
             await asyncio.sleep(0.5)
         done = time.monotonic()
         run.wall_s = round(done - began, 1) if done < deadline else None
-        running = await running_ids(client)
+        expected = {workflow_id(subject_ref(settings.pepper_bytes(), p.user_name)) for p in leavers}
+        # A certified workflow closes in its next workflow task: give the last ones time to.
+        settle = time.monotonic() + SETTLE_S
+        while (running := await running_ids(client) & expected) and time.monotonic() < settle:
+            await asyncio.sleep(0.5)
         run.ledger = check_ledger(engine_for(settings.ledger.url))
         with engine_for(settings.ledger.url).connect() as connection:
             certified = {row[0] for row in connection.execute(text("SELECT DISTINCT workflow_id FROM certificates"))}
-        expected = {workflow_id(subject_ref(settings.pepper_bytes(), p.user_name)) for p in leavers}
-        run.stuck = len(running & expected)
+        run.stuck = len(running)
         run.lost = len(expected - certified - running)
         run.accounts = check_accounts(systems, before, {p.user_name for p in leavers})
         run.deletes = check_deletes(systems)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from temporalio.client import WorkflowHandle
+from temporalio.client import Client, WorkflowHandle
 
 from bench import baseline_async, baseline_sequential
 from bench.people import bystanders, subjects
@@ -22,6 +22,7 @@ from bench.stack import TemporalServer, WorkerProcess, load, write_config
 from bench.systems import TOKEN, SystemSpec, System, open_systems, pids
 from lethe.case import Reason
 from lethe.devstack import Person
+from lethe.settings import Settings
 from lethe.temporal import connect
 from starter import start_case
 
@@ -147,7 +148,7 @@ async def run_baseline(kind: str, params: MassParams, final_find: bool, sample: 
     return result
 
 
-async def _start_all(client, settings, people: list[Person]) -> list[WorkflowHandle]:  # type: ignore[no-untyped-def]
+async def _start_all(client: Client, settings: Settings, people: list[Person]) -> list[WorkflowHandle]:
     slots = asyncio.Semaphore(START_CONCURRENCY)
 
     async def one(person: Person) -> WorkflowHandle:
