@@ -123,19 +123,24 @@ class ResidualStore(Section):
 
     def read_url(self) -> str:
         """The database URL, from the environment or a file; it never travels through Temporal."""
-        if self.url_env:
-            url = os.environ.get(self.url_env)
-            if not url:
-                raise ConfigError(f"residual[{self.name}].url_env: environment variable {self.url_env} is not set")
-            return url
-        assert self.url_file is not None
-        try:
-            url = self.url_file.read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"residual[{self.name}].url_file: cannot read {self.url_file}: {exc.strerror}") from None
+        return read_database_url(f"residual[{self.name}]", self.url_env, self.url_file)
+
+
+def read_database_url(where: str, url_env: str | None, url_file: Path | None) -> str:
+    """A SQLAlchemy URL from an environment variable or a file; errors name `where` (e.g. "retention[x]")."""
+    if url_env:
+        url = os.environ.get(url_env)
         if not url:
-            raise ConfigError(f"residual[{self.name}].url_file: {self.url_file} is empty")
+            raise ConfigError(f"{where}.url_env: environment variable {url_env} is not set")
         return url
+    assert url_file is not None
+    try:
+        url = url_file.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{where}.url_file: cannot read {url_file}: {exc.strerror}") from None
+    if not url:
+        raise ConfigError(f"{where}.url_file: {url_file} is empty")
+    return url
 
 
 def unique_store_names(stores: list[ResidualStore]) -> list[ResidualStore]:

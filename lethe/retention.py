@@ -17,7 +17,6 @@ column that every row fills (a name, a body).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -54,6 +53,7 @@ from lethe.residual import (
     _misfit,
     _unique_columns,
     apply_strategy,
+    read_database_url,
 )
 from lethe.settings import RETENTION_MARKERS, RetentionPolicy
 
@@ -124,20 +124,7 @@ class RecordRetention(BaseModel):
 
 def read_url(policy: RetentionPolicy) -> str:
     """The database URL, from the environment or a file; it never travels through Temporal."""
-    where = f"retention[{policy.name}]"
-    if policy.url_env:
-        url = os.environ.get(policy.url_env)
-        if not url:
-            raise ConfigError(f"{where}.url_env: environment variable {policy.url_env} is not set")
-        return url
-    assert policy.url_file is not None
-    try:
-        url = policy.url_file.read_text().strip()
-    except OSError as exc:
-        raise ConfigError(f"{where}.url_file: cannot read {policy.url_file}: {exc.strerror}") from None
-    if not url:
-        raise ConfigError(f"{where}.url_file: {policy.url_file} is empty")
-    return url
+    return read_database_url(f"retention[{policy.name}]", policy.url_env, policy.url_file)
 
 
 def policy_engine(policy: RetentionPolicy) -> Engine:
