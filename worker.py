@@ -36,6 +36,10 @@ from workflows.forget import ForgetSubject
 SHUTDOWN_GRACE = timedelta(seconds=10)
 
 
+class WorkerDied(RuntimeError):
+    """One of the process's workers ended without being asked to."""
+
+
 class Connectors:
     """The activities that reach other systems from this process, each kind with its clients."""
 
@@ -114,12 +118,20 @@ async def run(settings: Settings) -> None:
         loop.add_signal_handler(signum, stop.set)
     runs = [asyncio.create_task(worker.run()) for worker in workers]
     print(f"lethe worker: task queue {settings.temporal.task_queue!r}, {len(settings.systems)} system(s); Ctrl-C to stop", flush=True)
-    await stop.wait()
+    stopping = asyncio.create_task(stop.wait())
+    # A worker that dies (lost namespace, fatal poll error) must take the process down with it:
+    # a half-alive process looks healthy to its supervisor while a queue goes unpolled.
+    await asyncio.wait([stopping, *runs], return_when=asyncio.FIRST_COMPLETED)
+    failed = None if stop.is_set() else next(r for r in runs if r.done())
     print("lethe worker: draining…", flush=True)
-    await asyncio.gather(*(worker.shutdown() for worker in workers))
+    await asyncio.gather(*(worker.shutdown() for worker in workers if worker.is_running))
     await asyncio.gather(*runs, return_exceptions=True)
+    stopping.cancel()
     await connectors.aclose()
     await scheduled.aclose()
+    if failed is not None:
+        reason = "cancelled" if failed.cancelled() else repr(failed.exception() or "returned")
+        raise WorkerDied(f"a worker stopped on its own: {reason}")
     print("lethe worker: stopped", flush=True)
 
 
@@ -132,7 +144,11 @@ def main() -> None:
     except ConfigError as exc:
         print(f"lethe: config error: {exc}", file=sys.stderr)
         exit_now(2)
-    asyncio.run(run(settings))
+    try:
+        asyncio.run(run(settings))
+    except WorkerDied as exc:
+        print(f"lethe worker: {exc}; exiting so a supervisor can restart it", file=sys.stderr)
+        exit_now(1)
     exit_now(0)
 
 

@@ -22,23 +22,25 @@ from tests.test_cli import ROOT, write_config
 RATE_LIMIT, PEOPLE, WORKERS = 5, 9, 2
 
 
-def start_worker(config: Path) -> subprocess.Popen[bytes]:
+def start_worker(config: Path, log_path: Path) -> subprocess.Popen[bytes]:
     env = {"PATH": "/usr/bin:/bin", "LETHE_CONFIG": str(config), "LETHE_PEPPER": PEPPER, TOKEN_ENV: ScimServer.token}
-    log = (config.parent / "worker.log").open("ab")
+    log = log_path.open("ab")
     return subprocess.Popen([sys.executable, str(ROOT / "worker.py")], env=env, cwd=config.parent, stdout=log, stderr=log)
 
 
-async def wait_for_pollers(client: Client, task_queue: str, count: int) -> None:
+async def wait_for_pollers(client: Client, task_queue: str, workers: list[subprocess.Popen[bytes]], log: Path) -> None:
     request = DescribeTaskQueueRequest(
         namespace=client.namespace,
         task_queue=TaskQueue(name=task_queue),
         task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
     )
     for _ in range(900):
-        if len((await client.workflow_service.describe_task_queue(request)).pollers) >= count:
+        if len((await client.workflow_service.describe_task_queue(request)).pollers) >= len(workers):
             return
+        if any(w.poll() is not None for w in workers):
+            raise AssertionError(f"a worker exited before polling {task_queue}:\n{log.read_text()}")
         await asyncio.sleep(0.1)
-    raise AssertionError(f"fewer than {count} workers poll {task_queue}")
+    raise AssertionError(f"fewer than {len(workers)} workers poll {task_queue}:\n{log.read_text()}")
 
 
 async def test_two_workers_share_one_rate_limit(client: Client, tmp_path: Path) -> None:
@@ -47,10 +49,11 @@ async def test_two_workers_share_one_rate_limit(client: Client, tmp_path: Path) 
         server.seed(people)
         settings = make_settings(tmp_path, client, {"chat": proxy}, match="userName", rate_limit=RATE_LIMIT)
         config = write_config(settings, tmp_path / "lethe.toml")
-        workers = [start_worker(config) for _ in range(WORKERS)]
+        worker_log = tmp_path / "workers.log"
+        workers = [start_worker(config, worker_log) for _ in range(WORKERS)]
         try:
             # The server learns a queue's limit from its pollers: workers run before cases arrive.
-            await wait_for_pollers(client, f"{settings.temporal.task_queue}.chat", WORKERS)
+            await wait_for_pollers(client, f"{settings.temporal.task_queue}.chat", workers, worker_log)
             # Temporal creates the task queue on its first task, with no limit until a poll
             # carries it: a first case teaches the server the limit, then the test begins.
             await (await forget(client, settings, people[0].user_name)).result()
