@@ -25,7 +25,7 @@ from activities.notify import NotifyActivities
 from activities.scim import ScimActivities
 from lethe.ledger import engine_for
 from lethe.logs import configure_logging
-from lethe.planning import system_task_queue
+from lethe.planning import system_task_queue, task_queue_rate
 from lethe.retention_worker import check_retention_config, retention_workers
 from lethe.process import exit_now
 from lethe.settings import ConfigError, ErasureJobConfig, Settings, SystemConfig, load_settings
@@ -90,7 +90,7 @@ def build_workers(
                 client,
                 task_queue=system_task_queue(settings, system),
                 activities=connectors.for_kind(system.kind),
-                max_task_queue_activities_per_second=system.rate_limit,
+                max_task_queue_activities_per_second=task_queue_rate(system),
                 graceful_shutdown_timeout=SHUTDOWN_GRACE,
                 interceptors=interceptors,
             )

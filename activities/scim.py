@@ -1,7 +1,11 @@
 """SCIM 2.0 connector: find, deactivate, delete and confirm one subject's accounts.
 
-Each activity makes exactly one HTTP request, so that a system's fleet-wide task-queue
-rate limit is also its request rate limit.
+A case's common path is two tasks per system: `revoke` (find, deactivate) and `erase`
+(delete, read back, search once more), because every Temporal task costs the worker and the
+server more CPU than the HTTP request it carries. Every request is paced fleet-wide
+(lethe.pacing), and each step is safe to repeat, so a retried task redoes its requests
+without a second effect. The single-request activities serve the slower paths: an account an
+operator chose, polling until a vendor's deletion shows, deactivate-only systems.
 """
 
 from __future__ import annotations
@@ -16,7 +20,16 @@ from temporalio.exceptions import ApplicationError
 from activities.http_connector import HttpConnector
 from activities.http_errors import raise_for_status
 from activities.vault import identifier_for
-from lethe.case import AccountInSystem, FoundAccounts, StepResult, SubjectInSystem
+from lethe.case import (
+    AccountErased,
+    AccountInSystem,
+    EraseInput,
+    Erased,
+    FoundAccounts,
+    Revoked,
+    StepResult,
+    SubjectInSystem,
+)
 from lethe.settings import SystemConfig
 
 SCIM_JSON = "application/scim+json"
@@ -106,11 +119,53 @@ class ScimActivities(HttpConnector[SystemConfig]):
     @activity.defn(name="scim.confirm_gone")
     async def confirm_gone(self, arg: AccountInSystem) -> StepResult:
         """Succeeds when GET by id is 404; fails (and is retried on the poll interval) otherwise."""
+        gone = await self._read_gone(arg)
+        if gone is None:
+            raise ApplicationError(f"confirm in {arg.system}: account still present; polling", type="StillPresent")
+        return gone
+
+    async def _read_gone(self, arg: AccountInSystem) -> StepResult | None:
+        """"gone" when GET by id answers 404; None while the account is still there."""
         response = await self._request(arg.system, "confirm", "GET", f"/Users/{arg.account_id}")
         if response.status_code == 404:
             return _step("gone", response)
         raise_for_status(response, arg.system, "confirm")
-        raise ApplicationError(f"confirm in {arg.system}: account still present; polling", type="StillPresent")
+        return None
+
+    @activity.defn(name="scim.revoke")
+    async def revoke(self, arg: SubjectInSystem) -> Revoked:
+        """Find the subject's accounts and deactivate each: access ends in one task."""
+        found = await self.find(arg)
+        steps = [
+            await self._set_active(AccountInSystem(system=arg.system, account_id=account_id), False, "deactivate")
+            for account_id in found.account_ids
+        ]
+        return Revoked(account_ids=found.account_ids, steps=steps)
+
+    @activity.defn(name="scim.erase")
+    async def erase(self, arg: EraseInput) -> Erased:
+        """Delete each account and read it back; once all are gone, search again: nobody may match."""
+        accounts = []
+        for account_id in arg.account_ids:
+            account = AccountInSystem(system=arg.system, account_id=account_id)
+            deleted = await self.delete(account)
+            accounts.append(AccountErased(account_id=account_id, deleted=deleted, gone=await self._read_gone(account)))
+        if not arg.check_match or any(account.gone is None for account in accounts):
+            return Erased(accounts=accounts, nothing_matches=None)
+        return Erased(accounts=accounts, nothing_matches=await self.nothing_matches(SubjectInSystem(system=arg.system, subject_ref=arg.subject_ref)))
+
+    @activity.defn(name="scim.nothing_matches")
+    async def nothing_matches(self, arg: SubjectInSystem) -> StepResult:
+        """Gone by id is not enough: the match attribute must find nobody either."""
+        leftovers = await self.find(arg)
+        if leftovers.account_ids:
+            raise ApplicationError(
+                f"confirm in {arg.system}: {len(leftovers.account_ids)} account(s) still match after deletion; "
+                "check for re-creation by a sync job",
+                type="StillPresent",
+                non_retryable=True,
+            )
+        return StepResult(outcome="none-match", http_status=leftovers.http_status, attempts=activity.info().attempt)
 
     @activity.defn(name="scim.confirm_inactive")
     async def confirm_inactive(self, arg: AccountInSystem) -> StepResult:
@@ -125,7 +180,17 @@ class ScimActivities(HttpConnector[SystemConfig]):
         raise ApplicationError(f"confirm in {arg.system}: account still active; polling", type="StillActive")
 
     def activities(self) -> list[object]:
-        return [self.find, self.deactivate, self.reactivate, self.delete, self.confirm_gone, self.confirm_inactive]
+        return [
+            self.find,
+            self.revoke,
+            self.deactivate,
+            self.reactivate,
+            self.erase,
+            self.delete,
+            self.confirm_gone,
+            self.nothing_matches,
+            self.confirm_inactive,
+        ]
 
 
 def _step(outcome: str, response: httpx.Response) -> StepResult:

@@ -32,7 +32,6 @@ FINAL_STATUSES = {CaseStatus.COMPLETED.value, CaseStatus.CANCELLED.value, CaseSt
 
 class Stage(StrEnum):
     PENDING = "pending"
-    RESOLVING = "resolving"
     REVOKING = "revoking"
     REVOKED = "revoked"
     ON_HOLD = "on-hold"
@@ -176,6 +175,31 @@ class StepResult(BaseModel):
     outcome: str
     http_status: int | None = None
     attempts: int = 1
+
+
+class Revoked(BaseModel):
+    """The subject's accounts in one system, each deactivated: `steps` in the order of `account_ids`."""
+
+    account_ids: list[str]
+    steps: list[StepResult]
+
+
+class EraseInput(BaseModel):
+    system: str
+    subject_ref: str
+    account_ids: list[str]
+    check_match: bool = True  # once all are gone, the match attribute must find nobody
+
+
+class AccountErased(BaseModel):
+    account_id: str
+    deleted: StepResult
+    gone: StepResult | None  # None: the system still shows the account; confirm by polling
+
+
+class Erased(BaseModel):
+    accounts: list[AccountErased]
+    nothing_matches: StepResult | None  # None when not checked (some account not yet gone)
 
 
 class OpenCaseInput(BaseModel):

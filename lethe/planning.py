@@ -13,6 +13,17 @@ def system_task_queue(settings: Settings, system: SystemConfig | ErasureJobConfi
     return f"{settings.temporal.task_queue}.{system.name}"
 
 
+# HTTP requests per activity task, on average over a case: SCIM's revoke sends 2 (find,
+# deactivate) and its erase 3 (delete, read back, search); an erasure job's start and check 1.
+REQUESTS_PER_TASK = {"scim": 2.5, "erasure-job": 1.0}
+
+
+def task_queue_rate(system: SystemConfig | ErasureJobConfig) -> float:
+    """Activities per second for a system's task queue. Every request waits for its own slot
+    (lethe.pacing); this keeps workers from taking tasks faster than those slots come free."""
+    return system.rate_limit / REQUESTS_PER_TASK[system.kind]
+
+
 def system_plans(settings: Settings) -> list[SystemPlan]:
     return [
         SystemPlan(

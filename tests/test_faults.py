@@ -89,6 +89,30 @@ async def test_lying_204_is_caught_by_confirmation_and_never_certified_as_confir
     assert chat.outcome == "skipped" and not any(e.action == "confirm-gone" for e in chat.evidence)
 
 
+async def test_deletion_that_shows_later_is_polled_then_searched_once_more(client: Client, tmp_path: Path) -> None:
+    """A vendor that accepts the DELETE and removes the account in the background: the read-back
+    still finds it, so the case polls until it is gone, then checks that nobody matches."""
+    target = person("fault-background")
+    with proxied_server([{"method": "DELETE", "lie": True}]) as (server, proxy):
+        ids = server.seed([target])
+        settings = make_settings(tmp_path, client, {"chat": proxy}, match="userName")
+        settings.systems[0] = settings.systems[0].model_copy(update={"confirm": ConfirmPolicy(every=timedelta(seconds=1), within=timedelta(minutes=5))})
+        async with running_worker(client, settings):
+            handle = await forget(client, settings, target.user_name)
+            await wait_for(handle, lambda p: p.system("chat").stage is Stage.CONFIRMING)
+            assert server.get(ids[target.user_name]).status_code == 200
+            with server.client() as vendor:  # the vendor's background job
+                assert vendor.delete(f"/Users/{ids[target.user_name]}").status_code == 204
+            certificate = await handle.result()
+        log = proxy.log()
+    (chat,) = certificate.systems
+    assert certificate.all_confirmed and chat.outcome == "confirmed"
+    assert [e.action for e in chat.evidence] == ["deactivate", "delete", "confirm-gone", "confirm-no-match"]
+    reads_by_id = [entry for entry in log if entry.method == "GET" and entry.path.startswith("/Users/")]
+    assert len(reads_by_id) >= 2 and reads_by_id[-1].status == 404  # read back, then polled until gone
+    assert [entry.method for entry in log][-1] == "GET" and log[-1].path == "/Users"  # the search came last
+
+
 async def test_server_ignoring_filters_causes_no_write_and_escalates_ambiguous(
     client: Client, scim_servers: dict[str, ScimServer], tmp_path: Path
 ) -> None:

@@ -85,9 +85,8 @@ async def test_bulk_2000_rows_then_resume(client: Client, tmp_path: Path, capsys
     code, output, second_run = await run_bulk(path, settings, capsys)
     assert (cell(output, "started"), cell(output, "joined existing"), cell(output, "invalid")) == (0, 1990, 10)
     assert await count_workflows(client, settings) == 1990
+    # Speed is the benchmark's business, not a test's: printed (about 30 s and 5 s on 2 idle cores).
     print(f"\nbulk {ROWS} rows: first run {first_run:.1f} s, second run {second_run:.1f} s")
-    # About 30 s and 5 s alone on 2 cores (the dev server takes ~110 starts/s); generous for a busy CI.
-    assert first_run < 120 and second_run < 60
 
 
 def test_bulk_file_errors_and_cli_wiring(tmp_path: Path) -> None:

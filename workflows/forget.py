@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         CertifyInput,
         Decision,
         DecisionRecord,
+        EraseInput,
         EscalationEvent,
         EscalationNotice,
         Evidence,
@@ -50,7 +51,7 @@ with workflow.unsafe.imports_passed_through():
     from lethe.erasure_job import ErasureJobRef
     from lethe.residual import AnonymizeInput
     from lethe.temporal import DEADLINE, PENDING_SYSTEMS, STATUS
-    from workflows.steps import LEDGER_RETRY, LEDGER_TIMEOUT, NOTIFY_RETRY, STEP_RETRY, on_system
+    from workflows.steps import LEDGER_TIMEOUT, NOTIFY_RETRY, STEP_RETRY, on_ledger, on_system
 
 ALL_SYSTEMS = "*"
 
@@ -143,7 +144,7 @@ class ForgetSubject:
     async def run(self, case: ForgetInput) -> Certificate:
         info = workflow.info()
         workflow.upsert_search_attributes([DEADLINE.value_set(self._progress.deadline)])
-        await workflow.execute_activity_method(
+        await on_ledger(
             LedgerActivities.open_case,
             OpenCaseInput(
                 subject_ref=case.subject_ref,
@@ -151,9 +152,7 @@ class ForgetSubject:
                 reason=case.reason,
                 requested_at=case.requested_at,
             ),
-            start_to_close_timeout=LEDGER_TIMEOUT,
-            retry_policy=LEDGER_RETRY,
-            summary="open the case in the ledger",
+            "open the case in the ledger",
         )
         try:
             await self._gate()
@@ -187,7 +186,7 @@ class ForgetSubject:
     async def _certify(self) -> Certificate:
         self._publish()
         info = workflow.info()
-        return await workflow.execute_activity_method(
+        return await on_ledger(
             LedgerActivities.certify,
             CertifyInput(
                 workflow_id=info.workflow_id,
@@ -195,9 +194,7 @@ class ForgetSubject:
                 progress=self._progress,
                 completed_at=workflow.now(),
             ),
-            start_to_close_timeout=LEDGER_TIMEOUT,
-            retry_policy=LEDGER_RETRY,
-            summary="issue the certificate, destroy the identifier",
+            "issue the certificate, destroy the identifier",
         )
 
     async def _gate(self) -> None:
@@ -207,7 +204,7 @@ class ForgetSubject:
             await workflow.wait_condition(lambda: self._approved or self._cancelled)
             if self._approved:
                 approval = self._progress.decisions[-1]
-                await workflow.execute_activity_method(
+                await on_ledger(
                     LedgerActivities.audit,
                     AuditInput(
                         actor=approval.operator,
@@ -216,9 +213,7 @@ class ForgetSubject:
                         workflow_id=workflow.info().workflow_id,
                         note=approval.note,
                     ),
-                    start_to_close_timeout=LEDGER_TIMEOUT,
-                    retry_policy=LEDGER_RETRY,
-                    summary="ledger: approval",
+                    "ledger: approval",
                 )
         self._phase = CaseStatus.RUNNING
         self._publish()
@@ -307,16 +302,20 @@ class ForgetSubject:
         await self._until_decided(progress, attempt)
 
     async def _scim(self, plan: SystemPlan, progress: SystemProgress, chosen_account: str | None) -> None:
+        progress.stage = Stage.REVOKING
         if chosen_account:
             progress.accounts = [chosen_account]
+            await self._each_account(plan, progress, ScimActivities.deactivate, "deactivate")
         else:
-            progress.stage = Stage.RESOLVING
-            progress.accounts = await self._find(plan, "find accounts")
+            revoked = await on_system(
+                plan, ScimActivities.revoke, self._subject_in(plan), f"find and deactivate accounts in {plan.name}"
+            )
+            progress.accounts = revoked.account_ids
+            for account_id, step in zip(revoked.account_ids, revoked.steps):
+                self._evidence(progress, "deactivate", account_id, step)
             if not progress.accounts:
                 progress.stage = Stage.NOT_FOUND
                 return
-        progress.stage = Stage.REVOKING
-        await self._each_account(plan, progress, ScimActivities.deactivate, "deactivate")
         progress.stage = Stage.REVOKED
         if not await self._wait_to_erase(plan, progress):
             await self._each_account(plan, progress, ScimActivities.reactivate, "reactivate")
@@ -330,20 +329,45 @@ class ForgetSubject:
         for account_id in progress.accounts:
             await self._permit(plan, progress, account_id)
         progress.stage = Stage.ERASING
-        await self._each_account(plan, progress, ScimActivities.delete, "delete")
-        progress.stage = Stage.CONFIRMING
-        await self._each_account(plan, progress, ScimActivities.confirm_gone, "confirm gone", poll=True)
-        if not chosen_account:
-            # Gone by id is not enough: the match attribute must find nobody either. (An account
-            # an operator chose after an ambiguous match shares its identifier with others.)
-            leftovers = await self._find(plan, "confirm nothing matches")
-            if leftovers:
-                raise ApplicationError(
-                    f"confirm in {plan.name}: {len(leftovers)} account(s) still match after deletion; "
-                    "check for re-creation by a sync job",
-                    type="StillPresent",
+        # An operator's chosen account shares its identifier with others: no search afterwards.
+        check_match = not chosen_account
+        erased = await on_system(
+            plan,
+            ScimActivities.erase,
+            EraseInput(
+                system=plan.name,
+                subject_ref=self._case.subject_ref,
+                account_ids=progress.accounts,
+                check_match=check_match,
+            ),
+            f"delete and confirm accounts in {plan.name}",
+        )
+        for account in erased.accounts:
+            self._evidence(progress, "delete", account.account_id, account.deleted)
+        for account in erased.accounts:
+            if account.gone is not None:
+                self._evidence(progress, "confirm-gone", account.account_id, account.gone)
+        still_there = [account.account_id for account in erased.accounts if account.gone is None]
+        if still_there:
+            # The system deletes in the background: poll until it shows, then search once more.
+            progress.stage = Stage.CONFIRMING
+            await self._each_account(
+                plan, progress, ScimActivities.confirm_gone, "confirm gone", poll=True, accounts=still_there
+            )
+            if check_match:
+                self._evidence(
+                    progress,
+                    "confirm-no-match",
+                    None,
+                    await on_system(
+                        plan,
+                        ScimActivities.nothing_matches,
+                        self._subject_in(plan),
+                        f"confirm nothing matches in {plan.name}",
+                    ),
                 )
-            self._evidence(progress, "confirm-no-match", None, StepResult(outcome="none-match"))
+        elif erased.nothing_matches is not None:
+            self._evidence(progress, "confirm-no-match", None, erased.nothing_matches)
         progress.stage = Stage.CONFIRMED
 
     async def _erasure_job(self, plan: SystemPlan, progress: SystemProgress) -> None:
@@ -357,7 +381,7 @@ class ForgetSubject:
         started = await on_system(
             plan,
             ErasureJobActivities.start,
-            SubjectInSystem(system=plan.name, subject_ref=self._case.subject_ref),
+            self._subject_in(plan),
             f"request erasure in {plan.name}",
         )
         progress.accounts = [started.job_id]
@@ -405,31 +429,28 @@ class ForgetSubject:
         self._publish()
 
     async def _breaker(self, request: PermitRequest, summary: str, plan: SystemPlan) -> bool:
+        if not request.wait:
+            return await on_ledger(BreakerActivities.permit, request, f"{summary} for {plan.name}")
+        # Waiting can take hours: polled as a regular activity's retries, a few events in all.
         poll = timedelta(seconds=self._case.breaker_poll_seconds)
         return await workflow.execute_activity_method(
             BreakerActivities.permit,
             request,
             start_to_close_timeout=LEDGER_TIMEOUT,
-            retry_policy=RetryPolicy(initial_interval=poll, backoff_coefficient=1.0, maximum_attempts=0)
-            if request.wait
-            else LEDGER_RETRY,
+            retry_policy=RetryPolicy(initial_interval=poll, backoff_coefficient=1.0, maximum_attempts=0),
             summary=f"{summary} for {plan.name}",
         )
+
+    def _subject_in(self, plan: SystemPlan) -> SubjectInSystem:
+        return SubjectInSystem(system=plan.name, subject_ref=self._case.subject_ref)
 
     def _held(self, system: str) -> bool:
         return system in self._progress.holds or ALL_SYSTEMS in self._progress.holds
 
-    async def _find(self, plan: SystemPlan, summary: str) -> list[str]:
-        found = await on_system(
-            plan,
-            ScimActivities.find,
-            SubjectInSystem(system=plan.name, subject_ref=self._case.subject_ref),
-            f"{summary} in {plan.name}",
-        )
-        return found.account_ids
-
-    async def _each_account(self, plan: SystemPlan, progress: SystemProgress, step, action: str, poll: bool = False) -> None:  # type: ignore[no-untyped-def]
-        """Run one step on every account of the subject in this system, in parallel."""
+    async def _each_account(  # type: ignore[no-untyped-def]
+        self, plan: SystemPlan, progress: SystemProgress, step, action: str, poll: bool = False, accounts: list[str] | None = None
+    ) -> None:
+        """Run one step on every account of the subject in this system (or on `accounts`), in parallel."""
 
         async def one(account_id: str) -> None:
             result = await on_system(
@@ -437,7 +458,7 @@ class ForgetSubject:
             )
             self._evidence(progress, action.replace(" ", "-"), account_id, result)
 
-        await asyncio.gather(*(one(account_id) for account_id in progress.accounts))
+        await asyncio.gather(*(one(account_id) for account_id in (accounts if accounts is not None else progress.accounts)))
 
     def _evidence(self, progress: SystemProgress, action: str, account_id: str | None, result: StepResult) -> None:
         progress.evidence.append(
@@ -532,12 +553,10 @@ class ForgetSubject:
         )
 
     async def _record_escalation(self, event: EscalationEvent) -> None:
-        await workflow.execute_activity_method(
+        await on_ledger(
             LedgerActivities.record_escalation,
             event,
-            start_to_close_timeout=LEDGER_TIMEOUT,
-            retry_policy=LEDGER_RETRY,
-            summary=f"ledger: escalation of {event.system}" + (" resolved" if event.decision else ""),
+            f"ledger: escalation of {event.system}" + (" resolved" if event.decision else ""),
         )
 
 

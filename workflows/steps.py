@@ -13,7 +13,9 @@ with workflow.unsafe.imports_passed_through():
     from lethe.case import SystemPlan
 
 # Writes and lookups: transient failures back off; permanent ones arrive non-retryable.
-STEP_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1), maximum_attempts=8)
+STEP_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=0.5), maximum_interval=timedelta(minutes=1), maximum_attempts=10
+)
 STEP_TIMEOUT = timedelta(seconds=60)
 LEDGER_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 LEDGER_TIMEOUT = timedelta(seconds=30)
@@ -30,6 +32,13 @@ def polling_retry(plan: SystemPlan) -> RetryPolicy:
         backoff_coefficient=1.0,
         maximum_interval=timedelta(seconds=plan.confirm_every_seconds),
         maximum_attempts=0,
+    )
+
+
+async def on_ledger(step: Callable[[Any, ArgT], Awaitable[ResultT]], arg: ArgT, summary: str) -> ResultT:
+    """A quick write to Lethe's own ledger, as a local activity: no task of its own on the server."""
+    return await workflow.execute_local_activity_method(
+        step, arg, start_to_close_timeout=LEDGER_TIMEOUT, retry_policy=LEDGER_RETRY, summary=summary
     )
 
 
