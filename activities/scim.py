@@ -108,8 +108,7 @@ class ScimActivities(HttpConnector[SystemConfig]):
         raise_for_status(response, arg.system, action)
         return _step("done", response)
 
-    @activity.defn(name="scim.delete")
-    async def delete(self, arg: AccountInSystem) -> StepResult:
+    async def _delete(self, arg: AccountInSystem) -> StepResult:
         response = await self._request(arg.system, "delete", "DELETE", f"/Users/{arg.account_id}")
         if response.status_code == 404:
             return _step("already-gone", response)
@@ -148,11 +147,12 @@ class ScimActivities(HttpConnector[SystemConfig]):
         accounts = []
         for account_id in arg.account_ids:
             account = AccountInSystem(system=arg.system, account_id=account_id)
-            deleted = await self.delete(account)
+            deleted = await self._delete(account)
             accounts.append(AccountErased(account_id=account_id, deleted=deleted, gone=await self._read_gone(account)))
         if not arg.check_match or any(account.gone is None for account in accounts):
             return Erased(accounts=accounts, nothing_matches=None)
-        return Erased(accounts=accounts, nothing_matches=await self.nothing_matches(SubjectInSystem(system=arg.system, subject_ref=arg.subject_ref)))
+        subject = SubjectInSystem(system=arg.system, subject_ref=arg.subject_ref)
+        return Erased(accounts=accounts, nothing_matches=await self.nothing_matches(subject))
 
     @activity.defn(name="scim.nothing_matches")
     async def nothing_matches(self, arg: SubjectInSystem) -> StepResult:
@@ -186,7 +186,6 @@ class ScimActivities(HttpConnector[SystemConfig]):
             self.deactivate,
             self.reactivate,
             self.erase,
-            self.delete,
             self.confirm_gone,
             self.nothing_matches,
             self.confirm_inactive,
