@@ -50,3 +50,19 @@ async def test_unknown_identifier_completes_as_not_found(
     assert [s.outcome for s in certificate.systems] == [Stage.NOT_FOUND.value] * len(scim_servers)
     assert certificate.all_confirmed
     assert {name: server.users() for name, server in scim_servers.items()} == before
+
+
+async def test_deactivate_only_system_keeps_a_disabled_account(
+    client: Client, scim_servers: dict[str, ScimServer], tmp_path: Path
+) -> None:
+    target = person("e2e-keep-disabled")
+    ids = {name: server.seed([target])[target.user_name] for name, server in scim_servers.items()}
+    settings = make_settings(tmp_path, client, scim_servers, match="userName", on_leave="deactivate")
+    async with running_worker(client, settings):
+        certificate = await (await forget(client, settings, target.user_name)).result()
+    assert certificate.all_confirmed
+    for name, server in scim_servers.items():
+        account = server.get(ids[name])
+        assert account.status_code == 200 and account.json()["active"] is False
+        actions = [e.action for e in next(s for s in certificate.systems if s.name == name).evidence]
+        assert actions == ["deactivate", "confirm-inactive"]
