@@ -31,23 +31,23 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from lethe import audit, breaker
 from lethe.case import DECISION_ACTIONS, Approval, DryRunReport, CaseProgress, CaseStatus, Decision, Reason, Stage
 from lethe.certificate import Certificate, to_markdown
-from lethe.durations import format_duration, parse_duration
+from lethe.durations import parse_duration
 from lethe.intake.cli import add_commands as add_intake_commands
 from lethe.retention_cli import add_commands as add_retention_commands
-from lethe.ledger import engine_for, latest_certificate, note_reappearance, store_identifier
+from lethe.ledger import engine_for, latest_certificate, store_identifier
 from lethe.logs import configure_logging
 from lethe.planning import forget_input
 from lethe.process import exit_now
 from lethe.settings import ConfigError, Settings, load_settings
+from lethe.start import start_case
 from lethe.subject import is_subject_ref, normalize_identifier, ref_from_workflow_id, subject_ref, workflow_id
-from lethe.temporal import DEADLINE, PENDING_SYSTEMS, STATUS, SUBJECT_REF, connect
+from lethe.temporal import DEADLINE, PENDING_SYSTEMS, STATUS, connect
 from workflows.dry_run import DryRun
 from workflows.forget import ForgetSubject
 
@@ -77,39 +77,6 @@ def duration_arg(text: str) -> timedelta:
         return parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-async def start_case(
-    client: Client, settings: Settings, identifier: str, reason: Reason, grace: timedelta | None
-) -> WorkflowHandle[ForgetSubject, Certificate]:
-    """Start the subject's case, or join the one already running (same workflow id)."""
-    ref = subject_ref(settings.pepper_bytes(), identifier)
-    ledger = engine_for(settings.ledger.url)
-    # In a thread: the intake and bulk start many cases at once on one event loop.
-    await asyncio.to_thread(store_identifier, ledger, ref, identifier.strip())
-    tombstone = await asyncio.to_thread(note_reappearance, ledger, ref)
-    if tombstone is not None:
-        print(
-            f"note: this subject was forgotten on {tombstone.erased_at:%Y-%m-%d}; "
-            f"re-appearance #{tombstone.reappearances}",
-            file=sys.stderr,
-        )
-    case = forget_input(settings, ref, reason, datetime.now(UTC), grace)
-    return await client.start_workflow(
-        ForgetSubject.run,
-        case,
-        id=workflow_id(ref),
-        task_queue=settings.temporal.task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        search_attributes=TypedSearchAttributes(
-            [SearchAttributePair(SUBJECT_REF, ref), SearchAttributePair(STATUS, "running")]
-        ),
-        static_summary=f"Forget subject {ref[:12]}… ({reason.value}, {len(case.systems)} systems)",
-        static_details=(
-            f"Reason: {reason.value}\n\nGrace: {format_duration(parse_duration(case.grace_seconds))}\n\n"
-            f"Systems: {', '.join(plan.name for plan in case.systems)}"
-        ),
-    )
 
 
 def print_certificate_summary(certificate: Certificate) -> None:

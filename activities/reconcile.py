@@ -28,6 +28,7 @@ from lethe.ledger import AuditEntry, CaseRecord, EscalationRecord, Tombstone, as
 from lethe.reconcile import PageOutcome, PageRequest, RecordSweep, Rule, identifiers
 from lethe.settings import Settings, SystemConfig
 from lethe.subject import subject_ref, workflow_id
+from lethe.start import start_case
 
 logger = logging.getLogger(__name__)
 AUDIT_ACTION = "reconcile.swept"
@@ -119,8 +120,6 @@ class ReconcileActivities(HttpConnector[SystemConfig]):
         return description.status is WorkflowExecutionStatus.RUNNING
 
     async def _start(self, rule: Rule, identifier: str, ref: str, page: PageRequest) -> None:
-        from starter import start_case  # here, not at the top: starter imports the CLI that imports this module's package
-
         reason = Reason.LEAVER if rule is Rule.LEAVER else await asyncio.to_thread(self._previous_reason, ref)
         # The grace is over in both cases: the account sat deactivated past it, or the person was already erased.
         handle = await start_case(self._temporal, self._settings, identifier, reason, timedelta(0))

@@ -48,7 +48,7 @@ from lethe.logs import quiet_url_loggers  # noqa: E402
 from lethe.settings import Settings  # noqa: E402
 from lethe.subject import subject_ref, workflow_id  # noqa: E402
 from lethe.temporal import connect  # noqa: E402
-from starter import start_case  # noqa: E402
+from lethe.start import start_case  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 KEEP_TABLES = 3

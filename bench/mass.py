@@ -24,7 +24,7 @@ from lethe.case import Reason
 from lethe.devstack import Person
 from lethe.settings import Settings
 from lethe.temporal import connect
-from starter import start_case
+from lethe.start import start_case
 
 # Lethe's requests per account per system (workflows/forget.py, _scim): find, deactivate,
 # delete, confirm_gone, and the find that must come back empty. Breaker permits are not HTTP.

@@ -22,7 +22,7 @@ from bench.stack import TemporalServer, WorkerProcess, load, write_config
 from bench.systems import TOKEN, System, SystemSpec, open_systems, pids
 from lethe.case import Reason
 from lethe.temporal import connect
-from starter import start_case
+from lethe.start import start_case
 
 GRACE = timedelta(hours=1)  # long enough that no delete runs while revocations are measured
 PROBES = 20

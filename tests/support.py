@@ -15,7 +15,7 @@ from temporalio.worker import Interceptor
 from lethe.case import CaseProgress, CaseStatus, Reason
 from lethe.devstack import Person, ScimServer
 from lethe.settings import Settings, SystemConfig
-from starter import start_case
+from lethe.start import start_case
 from worker import build_workers
 from workflows.forget import ForgetSubject
 

@@ -11,6 +11,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from lethe.case import Reason
 from lethe.settings import Settings
 from lethe.subject import subject_ref, workflow_id
+from lethe.start import start_case
 
 
 class NoCase(Exception):
@@ -39,8 +40,6 @@ class CaseDesk:
 
     async def open(self, identifier: str, reason: Reason) -> Opened:
         """Start the subject's case, or join the running one (the same workflow id)."""
-        from starter import start_case  # late: starter.py imports the intake CLI
-
         case_id = self.case_id(identifier)
         if await self.is_running(case_id):
             # Joining a running case changes nothing: its identifier is already in the vault.

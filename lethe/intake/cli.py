@@ -1,7 +1,7 @@
 """The intake's commands for starter.py: `serve` and `bulk`.
 
-Heavy imports happen inside the handlers: starter.py imports this module at start-up, and
-the handlers' modules import starter (for start_case)."""
+Heavy imports (the web service, rich) happen inside the handlers: starter.py imports this
+module at start-up, and most commands need neither."""
 
 from __future__ import annotations
 
