@@ -12,16 +12,15 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.reconcile import ReconcileActivities
     from lethe.reconcile import PageRequest, ReconcileInput, ReconcileResult, RecordSweep, SystemTally
+    from workflows.steps import LEDGER_RETRY, LEDGER_TIMEOUT, failure_message, tally_state
 
 PAGE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=1), maximum_attempts=8)
 PAGE_TIMEOUT = timedelta(minutes=5)
-LEDGER_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
-LEDGER_TIMEOUT = timedelta(seconds=30)
 
 
 @workflow.defn(name="ReconcileSweep")
@@ -62,8 +61,7 @@ class ReconcileSweep:
                     )
                 except ActivityError as failure:
                     # One unreachable system must not stop the sweep of the others.
-                    cause = failure.cause
-                    tally.error = cause.message if isinstance(cause, ApplicationError) else str(failure)
+                    tally.error = failure_message(failure)
                     tally.finished, end = True, None
                     break
                 tally.pages += 1
@@ -96,6 +94,6 @@ class ReconcileSweep:
 def _details(tallies: list[SystemTally], runs: int) -> str:
     lines = [f"**run {runs}**"]
     for t in tallies:
-        state = f"error: {t.error}" if t.error else ("done" if t.finished else "running")
+        state = tally_state(t.error, t.finished)
         lines.append(f"- {t.system}: {t.seen} account(s), {t.reappeared} reappeared, {t.leavers} leaver(s), {state}")
     return "\n".join(lines)

@@ -12,17 +12,16 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.retention import RetentionActivities
     from lethe.retention import PolicyTally, PurgeStep, RecordRetention, RetentionInput, RetentionResult
+    from workflows.steps import LEDGER_RETRY, LEDGER_TIMEOUT, failure_message, tally_state
 
 PURGE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=5), maximum_attempts=10)
 PURGE_TIMEOUT = timedelta(hours=1)
 PURGE_HEARTBEAT = timedelta(minutes=2)  # longer than one batch takes
-LEDGER_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
-LEDGER_TIMEOUT = timedelta(seconds=30)
 
 
 @workflow.defn(name="RetentionPurge")
@@ -61,8 +60,7 @@ class RetentionPurge:
                     )
                 except ActivityError as failure:
                     # One broken table must not keep the others' expired rows: note it, go on.
-                    cause = failure.cause
-                    tally.error = cause.message if isinstance(cause, ApplicationError) else str(failure)
+                    tally.error = failure_message(failure)
                     tally.finished, cursor = True, None
                     break
                 tally.rows += progress.rows
@@ -86,6 +84,6 @@ class RetentionPurge:
 def _details(tallies: list[PolicyTally], runs: int) -> str:
     lines = [f"**run {runs}**"]
     for t in tallies:
-        state = f"error: {t.error}" if t.error else ("done" if t.finished else "running")
+        state = tally_state(t.error, t.finished)
         lines.append(f"- {t.policy} ({t.action}, before {t.cutoff:%Y-%m-%d %H:%M} UTC): {t.rows} row(s), {state}")
     return "\n".join(lines)

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from lethe.case import SystemPlan
@@ -59,3 +60,14 @@ async def on_system(
         retry_policy=polling_retry(plan) if poll else STEP_RETRY,
         summary=summary,
     )
+
+
+def failure_message(failure: ActivityError) -> str:
+    """What an operator reads about a failed activity: our activity's own message where there is one."""
+    cause = failure.cause
+    return cause.message if isinstance(cause, ApplicationError) else str(failure)
+
+
+def tally_state(error: str | None, finished: bool) -> str:
+    """One part of a sweep, as the UI's current details show it."""
+    return f"error: {error}" if error else ("done" if finished else "running")
