@@ -23,11 +23,11 @@ from bench.systems import TOKEN, SystemSpec, System, open_systems, pids
 from lethe.case import Reason
 from lethe.devstack import Person
 from lethe.settings import Settings
-from lethe.temporal import connect
 from lethe.start import start_case
+from lethe.temporal import connect
 
-# Lethe's requests per account per system (workflows/forget.py, _scim): find, deactivate,
-# delete, confirm_gone, and the find that must come back empty. Breaker permits are not HTTP.
+# Lethe's requests per account per system (activities/scim.py): revoke's find and deactivate,
+# erase's delete, read back and the find that must come back empty. Breaker permits are not HTTP.
 LETHE_REQUESTS_PER_ACCOUNT = 5
 START_CONCURRENCY = 32
 
