@@ -14,12 +14,9 @@ from temporalio.exceptions import ApplicationError
 
 from activities.http_errors import transport_error
 from lethe.config_types import SystemBase
-from lethe.pacing import reserve_slot
+from lethe.pacing import may_go_late, reserve_slot
 
 ConfigT = TypeVar("ConfigT", bound=SystemBase)
-# A request sent within one interval after its slot keeps every one-second window within
-# rate + 1; a later one takes a new slot.
-LATE_FRACTION = 1.0
 
 
 class HttpConnector(Generic[ConfigT]):
@@ -75,7 +72,7 @@ class HttpConnector(Generic[ConfigT]):
             delay = at - time.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            if time.time() - at <= LATE_FRACTION / rate:
+            if time.time() - at <= may_go_late(rate):
                 return
 
     async def _request(self, system: str, action: str, method: str, url: str, **kwargs: object) -> httpx.Response:

@@ -37,7 +37,7 @@ from temporalio.service import RPCError  # noqa: E402
 from bench import chaos  # noqa: E402
 from bench.loadwatch import LoadWatch  # noqa: E402
 from bench.people import bystanders, subjects  # noqa: E402
-from bench.report import Row, render, replace_section, section_body  # noqa: E402
+from bench.report import optional_path, render, replace_section, section_body  # noqa: E402
 from bench.stack import TemporalServer, WorkerProcess, lethe_env, load, write_config  # noqa: E402
 from bench.systems import SystemSpec, open_systems  # noqa: E402
 from bench.verdict import AccountCheck, DeleteCheck, LedgerCheck, check_accounts, check_deletes, check_ledger  # noqa: E402
@@ -246,7 +246,7 @@ async def main() -> int:
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for every certificate")
     parser.add_argument("--repeat", type=int, default=1, help="drills in a row (each: a clean run and a chaotic run)")
     parser.add_argument("--output", type=Path, default=RESULTS / "drill.json")
-    parser.add_argument("--markdown", type=Path, default=ROOT / "bench" / "RESULTS.md")
+    parser.add_argument("--markdown", type=optional_path, default=ROOT / "bench" / "RESULTS.md")
     args = parser.parse_args()
     quiet_url_loggers()
     reports = []
@@ -270,7 +270,7 @@ async def main() -> int:
         print(f"\n{header}\n\n{table}\n", flush=True)
         reports.append({"params": asdict(params), "clean": asdict(clean), "chaotic": asdict(chaotic),
                         "load": load_watch.samples, "table": table})
-        if str(args.markdown):
+        if args.markdown:
             keep_latest(args.markdown, f"{header}\n\n{table}")
         ok = ok and clean.passed and chaotic.passed
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -43,3 +43,8 @@ def section_body(path: Path, name: str) -> str:
         return ""
     match = re.search(re.escape(start) + r"\n(.*?)" + re.escape(end), path.read_text(), re.S)
     return match.group(1) if match else ""
+
+
+def optional_path(text: str) -> Path | None:
+    """A --markdown argument: '' means no file (Path('') would be the current directory)."""
+    return Path(text) if text else None

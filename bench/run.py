@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from bench.loadwatch import LoadWatch  # noqa: E402
 from bench.mass import MassParams, MassResult, run_baseline, run_lethe  # noqa: E402
 from bench.profile import summarise  # noqa: E402
-from bench.report import Row, render, replace_section, verdict  # noqa: E402
+from bench.report import Row, optional_path, render, replace_section, verdict  # noqa: E402
 from bench.revoke import RevokeParams, RevokeResult, run_revoke  # noqa: E402
 from lethe.logs import quiet_url_loggers  # noqa: E402
 
@@ -65,7 +65,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--dynamic-config", action="append", default=[], metavar="KEY=VALUE",
                         help="passed to the Temporal dev server (--dynamic-config-value), repeatable")
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")
-    parser.add_argument("--markdown", type=Path, default=ROOT / "bench" / "RESULTS.md",
+    parser.add_argument("--markdown", type=optional_path, default=ROOT / "bench" / "RESULTS.md",
                         help="file whose bench section gets the table ('' to skip)")
     return parser.parse_args()
 
@@ -224,7 +224,7 @@ async def main() -> int:
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    if str(args.markdown):
+    if args.markdown:
         replace_section(args.markdown, "bench", f"{header}\n\n{table}\n", "make bench")
     return 0
 

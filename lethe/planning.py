@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from lethe.case import EscalationPlan, ForgetInput, Reason, SystemPlan
+from lethe.pacing import slot_interval
 from lethe.settings import ErasureJobConfig, Settings, SystemConfig
 
 
@@ -21,7 +22,7 @@ REQUESTS_PER_TASK = {"scim": 2.5, "erasure-job": 1.0}
 def task_queue_rate(system: SystemConfig | ErasureJobConfig) -> float:
     """Activities per second for a system's task queue. Every request waits for its own slot
     (lethe.pacing); this keeps workers from taking tasks faster than those slots come free."""
-    return system.rate_limit / REQUESTS_PER_TASK[system.kind]
+    return 1.0 / slot_interval(system.rate_limit) / REQUESTS_PER_TASK[system.kind]
 
 
 def system_plans(settings: Settings) -> list[SystemPlan]:
