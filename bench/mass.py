@@ -21,6 +21,7 @@ from bench.proxylog import acknowledged_patches, forwarded_by_method
 from bench.stack import TemporalServer, WorkerProcess, load, write_config
 from bench.systems import TOKEN, SystemSpec, System, open_systems, pids
 from lethe.case import Reason
+from lethe.certificate import Certificate
 from lethe.devstack import Person
 from lethe.settings import Settings
 from lethe.start import start_case
@@ -30,6 +31,7 @@ from lethe.temporal import connect
 # erase's delete, read back and the find that must come back empty. Breaker permits are not HTTP.
 LETHE_REQUESTS_PER_ACCOUNT = 5
 START_CONCURRENCY = 32
+RESULT_CONCURRENCY = 100
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,18 @@ async def _start_all(client: Client, settings: Settings, people: list[Person]) -
     return list(await asyncio.gather(*(one(person) for person in people)))
 
 
+async def _results(handles: list[WorkflowHandle]) -> list[Certificate]:
+    """Every case's certificate. Each wait is a long poll on the server, which refuses more than
+    a few hundred at once ("namespace concurrent poller limit exceeded"): a bounded number wait."""
+    slots = asyncio.Semaphore(RESULT_CONCURRENCY)
+
+    async def one(handle: WorkflowHandle) -> Certificate:
+        async with slots:
+            return await handle.result()
+
+    return list(await asyncio.gather(*(one(handle) for handle in handles)))
+
+
 async def _history_sizes(handles: list[WorkflowHandle], sample: int) -> list[int]:
     step = max(1, len(handles) // max(1, sample))
     sizes = []
@@ -191,7 +205,7 @@ async def run_lethe(params: MassParams, workdir: Path, profile: Path | None = No
             began = time.monotonic()
             handles.extend(await _start_all(client, settings, people))
             timings["start"] = time.monotonic() - began
-            certificates = await asyncio.gather(*(handle.result() for handle in handles))
+            certificates = await _results(handles)
             timings["complete"] = sum(1 for c in certificates if c.all_confirmed)
 
         run = _run_on_fresh_systems(

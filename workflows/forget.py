@@ -144,15 +144,18 @@ class ForgetSubject:
     async def run(self, case: ForgetInput) -> Certificate:
         info = workflow.info()
         workflow.upsert_search_attributes([DEADLINE.value_set(self._progress.deadline)])
-        await on_ledger(
-            LedgerActivities.open_case,
-            OpenCaseInput(
-                subject_ref=case.subject_ref,
-                workflow_id=info.workflow_id,
-                reason=case.reason,
-                requested_at=case.requested_at,
-            ),
-            "open the case in the ledger",
+        # The ledger's record is needed by the certificate, not by revocation: access ends sooner.
+        self._opened = asyncio.create_task(
+            on_ledger(
+                LedgerActivities.open_case,
+                OpenCaseInput(
+                    subject_ref=case.subject_ref,
+                    workflow_id=info.workflow_id,
+                    reason=case.reason,
+                    requested_at=case.requested_at,
+                ),
+                "open the case in the ledger",
+            )
         )
         try:
             await self._gate()
@@ -184,6 +187,7 @@ class ForgetSubject:
         return await self._certify()
 
     async def _certify(self) -> Certificate:
+        await asyncio.shield(self._opened)
         self._publish()
         info = workflow.info()
         return await on_ledger(
