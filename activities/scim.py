@@ -15,7 +15,7 @@ import json
 import httpx
 from scim2_models import Context, ListResponse, PatchOp, PatchOperation, User
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities.http_connector import HttpConnector
 from activities.http_errors import raise_for_status
@@ -120,7 +120,11 @@ class ScimActivities(HttpConnector[SystemConfig]):
         """Succeeds when GET by id is 404; fails (and is retried on the poll interval) otherwise."""
         gone = await self._read_gone(arg)
         if gone is None:
-            raise ApplicationError(f"confirm in {arg.system}: account still present; polling", type="StillPresent")
+            raise ApplicationError(
+                f"confirm in {arg.system}: account still present; polling",
+                type="StillPresent",
+                category=ApplicationErrorCategory.BENIGN,  # "not yet" is not an error to log at every poll
+            )
         return gone
 
     async def _read_gone(self, arg: AccountInSystem) -> StepResult | None:
@@ -177,7 +181,11 @@ class ScimActivities(HttpConnector[SystemConfig]):
         user = User.model_validate(response.json(), scim_ctx=Context.RESOURCE_QUERY_RESPONSE)
         if user.active is False:
             return _step("inactive", response)
-        raise ApplicationError(f"confirm in {arg.system}: account still active; polling", type="StillActive")
+        raise ApplicationError(
+            f"confirm in {arg.system}: account still active; polling",
+            type="StillActive",
+            category=ApplicationErrorCategory.BENIGN,
+        )
 
     def activities(self) -> list[object]:
         return [
