@@ -7,13 +7,12 @@ The identifiers read from SCIM stay in this process and the vault; results carry
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from datetime import datetime, timedelta
 
 from scim2_models import Context, ListResponse, User
 from sqlalchemy import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
@@ -24,7 +23,7 @@ from activities.notify import post_to_all
 from activities.scim import SCIM_JSON
 from lethe import audit
 from lethe.case import Reason
-from lethe.ledger import AuditEntry, CaseRecord, EscalationRecord, Tombstone, as_utc, utcnow
+from lethe.ledger import CaseRecord, EscalationRecord, Tombstone, as_utc, utcnow
 from lethe.reconcile import PageOutcome, PageRequest, RecordSweep, Rule, identifiers
 from lethe.settings import Settings, SystemConfig
 from lethe.subject import subject_ref, workflow_id
@@ -187,11 +186,7 @@ class ReconcileActivities(HttpConnector[SystemConfig]):
         await asyncio.to_thread(self._record, arg)
 
     def _record(self, arg: RecordSweep) -> None:
-        with Session(self._ledger) as session:
-            recent = session.exec(
-                select(AuditEntry).where(AuditEntry.action == AUDIT_ACTION).order_by(col(AuditEntry.seq).desc()).limit(50)
-            ).all()
-        if any(json.loads(entry.detail).get("run_id") == arg.run_id for entry in recent):
+        if audit.logged_for_run(self._ledger, AUDIT_ACTION, arg.run_id):
             return
         result = arg.result
         audit.append(

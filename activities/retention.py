@@ -8,17 +8,14 @@ batch it repeats finds its rows already gone or already anonymized.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Iterable, Mapping
 
 from sqlalchemy import Engine
-from sqlmodel import Session, col, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from lethe import audit
-from lethe.ledger import AuditEntry
 from lethe.residual import ResidualError
 from lethe.retention import Batch, PolicyPlan, Purger, PurgeProgress, PurgeStep, RecordRetention, policy_engine
 from lethe.settings import RetentionPolicy
@@ -82,11 +79,7 @@ class RetentionActivities:
 
     def _record(self, arg: RecordRetention) -> None:
         """One audit entry per purge (a retried activity finds its own entry and stops)."""
-        with Session(self._ledger) as session:
-            recent = session.exec(
-                select(AuditEntry).where(AuditEntry.action == AUDIT_ACTION).order_by(col(AuditEntry.seq).desc()).limit(50)
-            ).all()
-        if any(json.loads(entry.detail).get("run_id") == arg.run_id for entry in recent):
+        if audit.logged_for_run(self._ledger, AUDIT_ACTION, arg.run_id):
             return
         audit.append(
             self._ledger,

@@ -55,6 +55,16 @@ def append(engine: Engine, actor: str, action: str, subject_ref: str | None = No
     raise RuntimeError("audit log: could not append after repeated conflicts")
 
 
+def logged_for_run(engine: Engine, action: str, run_id: str, among_last: int = 50) -> bool:
+    """Whether one of the last entries of `action` was written for this run: a retried
+    activity finds its own entry and does not log twice."""
+    with Session(engine) as session:
+        recent = session.exec(
+            select(AuditEntry).where(AuditEntry.action == action).order_by(col(AuditEntry.seq).desc()).limit(among_last)
+        ).all()
+    return any(json.loads(entry.detail).get("run_id") == run_id for entry in recent)
+
+
 def verify(engine: Engine) -> tuple[bool, str]:
     """(True, summary) when the chain is whole; (False, the first broken place) otherwise."""
     with Session(engine) as session:

@@ -143,6 +143,22 @@ def read_database_url(where: str, url_env: str | None, url_file: Path | None) ->
     return url
 
 
+def reflect_table(engine: Engine, name: str, schema: str | None, where: str, missing_at: str) -> Table:
+    """The table as the database has it; a one-line ConfigError (at `missing_at` when absent)."""
+    try:
+        if not inspect(engine).has_table(name, schema=schema):
+            raise ConfigError(f"{missing_at}: table {name!r} does not exist")
+        return Table(name, MetaData(), autoload_with=engine, schema=schema)
+    except sa_exc.DBAPIError as exc:
+        raise ConfigError(f"{where}: cannot read table {name!r} ({_db_error_name(exc)})") from None
+
+
+def named_column(table: Table, name: str, field: str) -> Column[Any]:
+    if name not in table.c:
+        raise ConfigError(f"{field}: table {table.name!r} has no column {name!r}")
+    return table.c[name]
+
+
 def unique_store_names(stores: list[ResidualStore]) -> list[ResidualStore]:
     """For Settings' validator: two stores with one name would make `residual.anonymize` ambiguous."""
     seen: set[str] = set()
@@ -177,17 +193,10 @@ def check_store(store: ResidualStore, engine: Engine) -> Table:
     Raises ConfigError with one line naming the store, table and column.
     """
     where = f"residual[{store.name}]"
-    try:
-        if not inspect(engine).has_table(store.table, schema=store.db_schema):
-            raise ConfigError(f"{where}: table {store.table!r} does not exist")
-        table = Table(store.table, MetaData(), autoload_with=engine, schema=store.db_schema)
-    except sa_exc.DBAPIError as exc:
-        raise ConfigError(f"{where}: cannot read table {store.table!r} ({_db_error_name(exc)})") from None
+    table = reflect_table(engine, store.table, store.db_schema, where, missing_at=where)
 
     def column(name: str, field: str) -> Column[Any]:
-        if name not in table.c:
-            raise ConfigError(f"{where}.{field}: table {store.table!r} has no column {name!r}")
-        return table.c[name]
+        return named_column(table, name, f"{where}.{field}")
 
     if not table.primary_key.columns:
         raise ConfigError(f"{where}: table {store.table!r} has no primary key; rows are updated by primary key in batches")

@@ -27,13 +27,11 @@ from sqlalchemy import (
     Column,
     ColumnElement,
     Engine,
-    MetaData,
     Table,
     and_,
     bindparam,
     create_engine,
     delete,
-    inspect,
     make_url,
     or_,
     select,
@@ -53,7 +51,9 @@ from lethe.residual import (
     _misfit,
     _unique_columns,
     apply_strategy,
+    named_column,
     read_database_url,
+    reflect_table,
 )
 from lethe.settings import RETENTION_MARKERS, RetentionPolicy
 
@@ -142,17 +142,10 @@ def policy_engine(policy: RetentionPolicy) -> Engine:
 def check_policy(policy: RetentionPolicy, engine: Engine) -> Table:
     """Reflect the policy's table and check every named column; ConfigError (one line) otherwise."""
     where = f"retention[{policy.name}]"
-    try:
-        if not inspect(engine).has_table(policy.table, schema=policy.db_schema):
-            raise ConfigError(f"{where}.table: table {policy.table!r} does not exist")
-        table = Table(policy.table, MetaData(), autoload_with=engine, schema=policy.db_schema)
-    except sa_exc.DBAPIError as exc:
-        raise ConfigError(f"{where}: cannot read table {policy.table!r} ({_db_error_name(exc)})") from None
+    table = reflect_table(engine, policy.table, policy.db_schema, where, missing_at=f"{where}.table")
 
     def column(name: str, field: str) -> Column[Any]:
-        if name not in table.c:
-            raise ConfigError(f"{where}.{field}: table {policy.table!r} has no column {name!r}")
-        return table.c[name]
+        return named_column(table, name, f"{where}.{field}")
 
     stamp = column(policy.timestamp, "timestamp")
     if not isinstance(stamp.type, (sqltypes.Date, sqltypes.DateTime)):
