@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from demo import crm  # noqa: E402
 from lethe.devstack import Person, ScimServer, stop_process, temporal_dev_server_args, wait_for_port  # noqa: E402
-from lethe.erasure_job_server import ErasureJobServer  # noqa: E402
+from lethe.devstack import ErasureJobServer  # noqa: E402
 
 STATE = ROOT / "demo" / ".state"
 TEMPORAL_PORT, UI_PORT = 7233, 8233

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -100,10 +101,10 @@ class Person:
 
 
 @dataclass
-class ScimServer:
-    """One scim2-server process on loopback, holding users in memory."""
+class LocalServer:
+    """A test or demo server process on loopback that takes a bearer token."""
 
-    token: str = "lethe-test-token"
+    token: str
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
@@ -111,14 +112,9 @@ class ScimServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> ScimServer:
-        self.process = subprocess.Popen(
-            [binary("scim2-server"), "--port", str(self.port), "--bearer-token", self.token],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+    def _launch(self, command: list[str], cwd: Path | None = None) -> None:
+        self.process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port)
-        return self
 
     def stop(self) -> None:
         if self.process is not None:
@@ -126,6 +122,17 @@ class ScimServer:
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=10)
+
+
+@dataclass
+class ScimServer(LocalServer):
+    """One scim2-server process on loopback, holding users in memory."""
+
+    token: str = "lethe-test-token"
+
+    def start(self) -> ScimServer:
+        self._launch([binary("scim2-server"), "--port", str(self.port), "--bearer-token", self.token])
+        return self
 
     def seed(self, people: Iterable[Person]) -> dict[str, str]:
         """Create one account per person; returns userName -> SCIM id."""
@@ -159,3 +166,41 @@ class ScimServer:
 
 def env_with(**values: str) -> dict[str, str]:
     return {**os.environ, **values}
+
+
+@dataclass
+class ErasureJobServer(LocalServer):
+    """One reference erasure-job server process on loopback."""
+
+    token: str = "lethe-test-erasure-token"
+    delay: str = "2d"
+
+    def start(self) -> ErasureJobServer:
+        # From the project folder: finds the lethe package when it is not installed.
+        self._launch(
+            [sys.executable, "-m", "lethe.erasure_job_server", "--port", str(self.port), "--token", self.token, "--delay", self.delay],
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        return self
+
+    def advance(self, seconds: float) -> float:
+        """Move the server's clock forward; returns its new time (unix seconds)."""
+        with self.client() as client:
+            response = client.post("/_control/clock", json={"advance": seconds})
+            response.raise_for_status()
+            return float(response.json()["now"])
+
+    def catch_up(self, when: datetime) -> float:
+        """Move the server's clock forward to `when` (never back): the world's time in a test."""
+        with self.client() as client:
+            response = client.post("/_control/clock", json={"now": when.timestamp()})
+            response.raise_for_status()
+            return float(response.json()["now"])
+
+    def force_state(self, job_id: str, state: str) -> None:
+        with self.client() as client:
+            client.post(f"/_control/jobs/{job_id}", json={"state": state}).raise_for_status()
+
+    def get(self, job_id: str) -> httpx.Response:
+        with self.client() as client:
+            return client.get(f"/v1/erasures/{job_id}")

@@ -23,18 +23,13 @@ import hashlib
 import hmac
 import json
 import secrets
-import subprocess
-import sys
 import threading
 import time
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import timedelta
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from urllib.parse import unquote, urlsplit
-
-import httpx
 
 from lethe.durations import parse_duration
 
@@ -238,72 +233,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--delay", type=parse_duration, default=timedelta(days=2), help='e.g. "2d", "90s" (default 2d)')
     args = parser.parse_args(argv)
     serve(args.port, args.token, args.delay, args.host)
-
-
-def _free_port() -> int:
-    # lethe.devstack is imported here, not at the top: it takes seconds to import (Temporal,
-    # scim2-models) and the server process itself needs none of it.
-    from lethe.devstack import free_port
-
-    return free_port()
-
-
-@dataclass
-class ErasureJobServer:
-    """One reference erasure-job server process on loopback."""
-
-    token: str = "lethe-test-erasure-token"
-    delay: str = "2d"
-    port: int = field(default_factory=_free_port)
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> ErasureJobServer:
-        from lethe.devstack import wait_for_port
-
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "lethe.erasure_job_server", "--port", str(self.port),
-             "--token", self.token, "--delay", self.delay],
-            cwd=Path(__file__).resolve().parent.parent,  # finds the lethe package when not installed
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_port(self.port)
-        return self
-
-    def stop(self) -> None:
-        from lethe.devstack import stop_process
-
-        if self.process is not None:
-            stop_process(self.process)
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=10)
-
-    def advance(self, seconds: float) -> float:
-        """Move the server's clock forward; returns its new time (unix seconds)."""
-        with self.client() as client:
-            response = client.post("/_control/clock", json={"advance": seconds})
-            response.raise_for_status()
-            return float(response.json()["now"])
-
-    def catch_up(self, when: datetime) -> float:
-        """Move the server's clock forward to `when` (never back): the world's time in a test."""
-        with self.client() as client:
-            response = client.post("/_control/clock", json={"now": when.timestamp()})
-            response.raise_for_status()
-            return float(response.json()["now"])
-
-    def force_state(self, job_id: str, state: str) -> None:
-        with self.client() as client:
-            client.post(f"/_control/jobs/{job_id}", json={"state": state}).raise_for_status()
-
-    def get(self, job_id: str) -> httpx.Response:
-        with self.client() as client:
-            return client.get(f"/v1/erasures/{job_id}")
 
 
 if __name__ == "__main__":

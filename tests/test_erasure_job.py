@@ -30,7 +30,7 @@ from activities.erasure_job import ErasureJobActivities
 from lethe.case import SubjectInSystem
 from lethe.devstack import binary, free_port
 from lethe.erasure_job import ErasureJobConfig, ErasureJobDone, ErasureJobRef, fill_template
-from lethe.erasure_job_server import ErasureJobServer
+from lethe.devstack import ErasureJobServer
 from lethe.ledger import engine_for, store_identifier
 
 TOKEN_ENV = "LETHE_TEST_ERASURE_TOKEN"

@@ -10,7 +10,7 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.testing import WorkflowEnvironment
 
-from lethe.erasure_job_server import ErasureJobServer
+from lethe.devstack import ErasureJobServer
 from tests.support import forget, make_settings, person, running_worker
 from tests.test_erasure_job import TOKEN_ENV, VendorClock, config
 
