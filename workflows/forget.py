@@ -145,7 +145,7 @@ class ForgetSubject:
         info = workflow.info()
         workflow.upsert_search_attributes([DEADLINE.value_set(self._progress.deadline)])
         # The ledger's record is needed by the certificate, not by revocation: access ends sooner.
-        self._opened = asyncio.create_task(
+        self._opened: asyncio.Task[None] = asyncio.create_task(
             on_ledger(
                 LedgerActivities.open_case,
                 OpenCaseInput(
