@@ -15,7 +15,6 @@ import asyncio
 import csv
 import json
 import random
-import signal
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from temporalio.client import Client  # noqa: E402
 from temporalio.service import RPCError  # noqa: E402
 
 from bench import chaos  # noqa: E402
+from bench.entry import run_main, say  # noqa: E402
 from bench.loadwatch import LoadWatch  # noqa: E402
 from bench.people import bystanders, subjects  # noqa: E402
 from bench.report import optional_path, render, replace_section, section_body  # noqa: E402
@@ -278,18 +278,5 @@ async def main() -> int:
     return 0 if ok else 1
 
 
-def say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-def _terminate(signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        sys.exit(asyncio.run(main()))
-    except KeyboardInterrupt:
-        print("drill: interrupted; every process it started was stopped", file=sys.stderr)
-        sys.exit(130)
+    run_main(main, "drill")

@@ -21,8 +21,8 @@ from bench.proxylog import acknowledged_patches
 from bench.stack import TemporalServer, WorkerProcess, load, write_config
 from bench.systems import TOKEN, System, SystemSpec, open_systems, pids
 from lethe.case import Reason
-from lethe.temporal import connect
 from lethe.start import start_case
+from lethe.temporal import connect
 
 GRACE = timedelta(hours=1)  # long enough that no delete runs while revocations are measured
 PROBES = 20

@@ -9,10 +9,8 @@ bench/results/latest.json and the table into bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import signal
 import sys
 import tempfile
 import time
@@ -23,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.entry import run_main, say  # noqa: E402
 from bench.loadwatch import LoadWatch  # noqa: E402
 from bench.mass import MassParams, MassResult, run_baseline, run_lethe  # noqa: E402
 from bench.profile import summarise  # noqa: E402
@@ -229,19 +228,5 @@ async def main() -> int:
     return 0
 
 
-def say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-def _terminate(signum: int, _frame: object) -> None:
-    # Turn SIGTERM into the same unwinding as Ctrl-C, so every started process is stopped.
-    raise KeyboardInterrupt
-
-
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        sys.exit(asyncio.run(main()))
-    except KeyboardInterrupt:
-        print("bench: interrupted; every process it started was stopped", file=sys.stderr)
-        sys.exit(130)
+    run_main(main, "bench")
